@@ -1,0 +1,8 @@
+"""`python -m pgolf` == the `pgolf` console script."""
+
+import sys
+
+from pgolf.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

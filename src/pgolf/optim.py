@@ -1,0 +1,158 @@
+"""Optimizers and schedules: Muon for block matrices, Adam for embeddings/head/control tensors.
+
+Muon (modded-nanogpt; https://kellerjordan.github.io/posts/muon/) orthogonalises each matrix's
+momentum with a Newton-Schulz iteration. Under torch.distributed each rank orthogonalises every
+world_size-th matrix and one all-reduce shares the updates (official scheme).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from pgolf.config import TrainConfig
+from pgolf.model import CONTROL_PATTERNS
+
+NS5_COEFFS = (3.4445, -4.7750, 2.0315)  # quintic Newton-Schulz coefficients (modded-nanogpt)
+
+
+def newton_schulz5(g: Tensor, steps: int, eps: float = 1e-7) -> Tensor:
+    """Approximately orthogonalise a 2-D matrix. bf16 on GPU (fast, official); fp32 on CPU, where
+    bf16 matmuls are ~10x slower than fp32."""
+    a, b, c = NS5_COEFFS
+    x = g.bfloat16() if g.is_cuda else g.float()
+    x = x / (x.norm() + eps)
+    transposed = g.size(0) > g.size(1)
+    if transposed:
+        x = x.T
+    for _ in range(steps):
+        A = x @ x.T
+        B = b * A + c * A @ A
+        x = a * x + B @ x
+    return x.T if transposed else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Momentum + Newton-Schulz orthogonalised updates, with optional decoupled weight decay."""
+
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int,
+                 nesterov: bool = True, weight_decay: float = 0.0):
+        defaults = dict(lr=lr, momentum=momentum, backend_steps=backend_steps,
+                        nesterov=nesterov, weight_decay=weight_decay)
+        super().__init__(params, defaults)
+
+    def _update(self, p: Tensor, group: dict) -> Tensor:
+        g = p.grad
+        buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(g))
+        buf.mul_(group["momentum"]).add_(g)
+        if group["nesterov"]:
+            g = g.add(buf, alpha=group["momentum"])
+        u = newton_schulz5(g, group["backend_steps"])
+        return u * max(1.0, u.size(0) / u.size(1)) ** 0.5  # scale correction (Muon reference)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        distributed = dist.is_available() and dist.is_initialized()
+        world = dist.get_world_size() if distributed else 1
+        rank = dist.get_rank() if distributed else 0
+        for group in self.param_groups:
+            params = group["params"]
+            if not params:
+                continue
+            flat_dtype = torch.bfloat16 if params[0].is_cuda else torch.float32
+            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=flat_dtype)
+            offset = 0
+            for i, p in enumerate(params):
+                if i % world == rank and p.grad is not None:
+                    flat[offset : offset + p.numel()] = self._update(p, group).reshape(-1)
+                offset += p.numel()
+            if distributed:
+                dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            offset = 0
+            for p in params:
+                if group["weight_decay"] > 0:
+                    p.mul_(1.0 - group["lr"] * group["weight_decay"])
+                p.add_(flat[offset : offset + p.numel()].view_as(p).to(p.dtype), alpha=-group["lr"])
+                offset += p.numel()
+        return None
+
+
+def is_control(name: str) -> bool:
+    return any(pat in name for pat in CONTROL_PATTERNS)
+
+
+def split_params(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Official split: block matrices -> Muon; token embedding; untied head; everything else
+    (vectors, scalars, control tensors, extra embeddings' scales) -> scalar Adam. Asserts every
+    parameter lands in exactly one group."""
+    groups: dict[str, list[nn.Parameter]] = {"matrix": [], "embed": [], "head": [], "scalar": []}
+    for name, p in model.named_parameters():
+        if name == "tok_emb.weight":
+            groups["embed"].append(p)
+        elif name == "lm_head.weight":
+            groups["head"].append(p)
+        elif name.startswith("blocks.") and p.ndim == 2 and not is_control(name):
+            groups["matrix"].append(p)
+        elif p.ndim == 2 and not is_control(name):
+            groups["embed"].append(p)  # extra tables (bigram, value embeddings) train like embeddings
+        else:
+            groups["scalar"].append(p)
+    covered = sum(len(v) for v in groups.values())
+    assert covered == len(list(model.parameters())), "optimizer groups must cover every parameter once"
+    return groups
+
+
+def build_optimizers(model: nn.Module, t: TrainConfig, tied: bool) -> list[torch.optim.Optimizer]:
+    """[embed Adam, (head Adam), Muon, scalar Adam] with base_lr recorded per group."""
+    groups = split_params(model)
+    fused = next(model.parameters()).is_cuda
+
+    def adam(params, lr):
+        return torch.optim.AdamW([{"params": params, "lr": lr, "base_lr": lr}], betas=(t.beta1, t.beta2),
+                                 eps=t.adam_eps, weight_decay=t.adam_weight_decay, fused=fused)
+
+    opts: list[torch.optim.Optimizer] = [adam(groups["embed"], t.tied_embed_lr if tied else t.embed_lr)]
+    if groups["head"]:
+        opts.append(adam(groups["head"], t.head_lr))
+    muon = Muon(groups["matrix"], lr=t.matrix_lr, momentum=t.muon_momentum,
+                backend_steps=t.muon_backend_steps, weight_decay=t.muon_weight_decay)
+    for g in muon.param_groups:
+        g["base_lr"] = t.matrix_lr
+    opts.append(muon)
+    if groups["scalar"]:
+        opts.append(adam(groups["scalar"], t.scalar_lr))
+    return opts
+
+
+def muon_momentum_at(step: int, t: TrainConfig) -> float:
+    """Linear ramp from muon_momentum_warmup_start to muon_momentum (official)."""
+    if t.muon_momentum_warmup_steps <= 0:
+        return t.muon_momentum
+    frac = min(step / t.muon_momentum_warmup_steps, 1.0)
+    return (1 - frac) * t.muon_momentum_warmup_start + frac * t.muon_momentum
+
+
+def lr_multiplier(step: int, elapsed_ms: float, t: TrainConfig) -> float:
+    """Official warmdown: linear to 0 over the last warmdown_iters steps; under a wall-clock cap
+    the warmdown length is warmdown_iters * (current mean step time) before the cap."""
+    if t.warmdown_iters <= 0:
+        return 1.0
+    cap_ms = 1000.0 * t.max_wallclock_seconds if t.max_wallclock_seconds > 0 else None
+    if cap_ms is None:
+        start = max(t.iterations - t.warmdown_iters, 0)
+        if start <= step < t.iterations:
+            return max((t.iterations - step) / max(t.warmdown_iters, 1), 0.0)
+        return 1.0
+    step_ms = elapsed_ms / max(step, 1)
+    warmdown_ms = t.warmdown_iters * step_ms
+    remaining_ms = max(cap_ms - elapsed_ms, 0.0)
+    return remaining_ms / max(warmdown_ms, 1e-9) if remaining_ms <= warmdown_ms else 1.0
+
+
+def set_schedules(opts: list[torch.optim.Optimizer], lr_mul: float, momentum: float) -> None:
+    for opt in opts:
+        for group in opt.param_groups:
+            group["lr"] = group["base_lr"] * lr_mul
+            if isinstance(opt, Muon):
+                group["momentum"] = momentum
