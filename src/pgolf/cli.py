@@ -62,7 +62,8 @@ def build_config(args: argparse.Namespace, default_preset: str) -> RunConfig:
     return cfg
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace, record: bool = False) -> int:
+    """Train, pack, roundtrip-evaluate; with record=True also write the record folder."""
     from pgolf.config import validate
     from pgolf.sizing import describe
 
@@ -71,23 +72,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe(cfg))
         return 0
-    from pgolf.finalize import finalize
-    from pgolf.trainer import run_training
-
+    from pgolf.distributed import shutdown
     from pgolf.export import exported_code_bytes
+    from pgolf.finalize import finalize
+    from pgolf.record import final_scores, write_record
+    from pgolf.trainer import run_training
 
     session, state = run_training(cfg, resume_from=args.resume)
     summary = finalize(session, state, code_bytes=exported_code_bytes(cfg))
     if session.rt.master:
-        print(f"summary:{session.run_dir / 'summary.json'} final_val_bpb:{final_bpb(summary):.8f}")
-    from pgolf.distributed import shutdown
-
+        print(f"summary:{session.run_dir / 'summary.json'} final_val_bpb:{final_scores(summary)['val_bpb']:.8f}")
+        if record:
+            print(f"record:{write_record(cfg, summary, session.log.path)}")
     shutdown(session.rt)
     return 0
 
 
-def final_bpb(summary) -> float:
-    return (summary.sliding or summary.roundtrip).get("val_bpb", float("nan"))
+def cmd_run(args: argparse.Namespace) -> int:
+    return cmd_train(args, record=True)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pgolf.export import export_script, submission_config
+
+    cfg = build_config(args, default_preset=default_preset_name())
+    nbytes = export_script(submission_config(cfg), args.out, readable=args.readable)
+    print(f"export:{args.out} bytes:{nbytes} preset:{cfg.preset} form:{'readable' if args.readable else 'compact'}")
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -120,11 +131,20 @@ def default_preset_name() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgolf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train, pack, roundtrip-evaluate (the main job)")
+    p = sub.add_parser("train", help="train, pack, roundtrip-evaluate (add --dry-run for the size/FLOPs plan)")
     add_config_args(p)
     p.add_argument("--dry-run", action="store_true", help="print params, predicted size and FLOPs; no training")
     p.add_argument("--resume", type=Path, help="continue from a checkpoint.safetensors")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("run", help="the main job: train on the machine's default recipe, pack, roundtrip-evaluate, write a record folder")
+    add_config_args(p)
+    p.add_argument("--resume", type=Path, help="continue from a checkpoint.safetensors")
+    p.set_defaults(func=cmd_run, dry_run=False)
+    p = sub.add_parser("export", help="write the self-contained train_gpt.py for a config")
+    add_config_args(p)
+    p.add_argument("--out", type=Path, default=Path("train_gpt.py"))
+    p.add_argument("--readable", action="store_true", help="the plain bundle instead of the compact exec form")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("eval", help="score a pgolf artifact, a pgolf checkpoint or an official final_model.pt/.int8.ptz")
     add_config_args(p)
     p.add_argument("weights", help="artifact (.pglf), checkpoint (.safetensors) or official .pt/.ptz")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from pgolf.checkpoint import load_checkpoint, save_checkpoint
@@ -168,7 +169,10 @@ def train_step(s: Session, st: TrainState, lr_mul: float) -> float:
         opt.step()
     for opt in s.optimizers:
         opt.zero_grad(set_to_none=True)
-    return float((total / s.grad_accum).item())
+    total /= s.grad_accum
+    if s.rt.distributed:  # log the global mean, so the number does not depend on the world size
+        dist.all_reduce(total, op=dist.ReduceOp.AVG)
+    return float(total.item())
 
 
 def new_loader(s: Session, position: StreamPosition | None = None) -> DistributedTokenLoader:

@@ -1,0 +1,81 @@
+"""Export: the bundle is self-contained, keeps the bundling rules, and trains exactly like the package."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import tiny_config
+from pgolf.export import (
+    bundle_order,
+    check_unique_names,
+    compact_bundle,
+    export_script,
+    exported_code_bytes,
+    readable_bundle,
+    submission_config,
+)
+from pgolf.presets import frontier, naive_baseline
+
+
+def test_bundle_rules_hold_for_the_whole_package():
+    modules = bundle_order()
+    assert modules[-1] == "submission" or "submission" in modules
+    assert {"model", "trainer", "finalize", "quant", "scoring", "artifact"} <= set(modules)
+    check_unique_names(modules)
+
+
+def test_readable_bundle_has_no_package_imports_and_parses():
+    text = readable_bundle(naive_baseline())
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            assert not (node.module or "").startswith("pgolf"), ast.unparse(node)
+    assert "# ---- pgolf/model.py ----" in text and text.rstrip().endswith("submission_main()")
+
+
+def test_compact_size_is_the_literal_file_size(tmp_path):
+    cfg = frontier()
+    n = export_script(submission_config(cfg), tmp_path / "train_gpt.py")
+    assert n == (tmp_path / "train_gpt.py").stat().st_size == exported_code_bytes(cfg)
+    assert n < len(readable_bundle(submission_config(cfg)).encode())
+    assert compact_bundle("x = 1\n").startswith("import lzma")
+
+
+def losses(out: str) -> list[str]:
+    return re.findall(r"(step:\d+/\d+ (?:train_loss|val_loss):[0-9.]+)", out) + re.findall(r"final_\w+_exact val_loss:[0-9.]+ val_bpb:[0-9.]+", out)
+
+
+@pytest.mark.slow
+def test_exported_script_trains_exactly_like_the_package(tiny_dataset, tmp_path):
+    data, tok = tiny_dataset
+    cfg = tiny_config(data, tok, iterations=4)
+    cfg.threads = 1
+    script = tmp_path / "train_gpt.py"
+    export_script(cfg, script)  # embeds the tiny config (paths included)
+    env = dict(os.environ, OMP_NUM_THREADS="1", RUN_ID="bundle")
+    env.pop("PYTHONPATH", None)
+    bundle = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert bundle.returncode == 0, bundle.stderr[-3000:]
+    pkg = subprocess.run([sys.executable, "-m", "pgolf", "train", "--run-id", "pkg", "--data", str(data), "--tokenizer", str(tok),
+                          "--set", "threads=1", "--config", str(write_cfg(cfg, tmp_path))],
+                         cwd=tmp_path, env=dict(env, RUN_ID=""), capture_output=True, text=True, timeout=600)
+    assert pkg.returncode == 0, pkg.stderr[-3000:]
+    got, want = losses(bundle.stdout), losses(pkg.stdout)
+    assert got and got == want
+    assert f"Code size: {script.stat().st_size} bytes" in bundle.stdout
+
+
+def write_cfg(cfg, tmp_path):
+    import json
+
+    from pgolf.config import config_to_dict
+
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(config_to_dict(cfg)))
+    return path

@@ -1,0 +1,106 @@
+"""Training end to end on a tiny self-made dataset: official log lines, artifact, roundtrip,
+determinism, resume after a kill, the wall-clock cap, NaN and over-cap refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from pgolf import trainer as trainer_mod
+from pgolf.finalize import OverCapError, finalize
+from pgolf.trainer import NonFiniteLossError, run_training
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # logs/ and runs/ land here
+    return tmp_path
+
+
+def train(cfg, resume=None):
+    session, state = run_training(cfg, resume_from=resume)
+    return session, state
+
+
+def test_end_to_end_logs_artifact_and_roundtrip(tiny_dataset, workdir):
+    cfg = tiny_config(*tiny_dataset, iterations=8, val_loss_every=4)
+    cfg.run_id, cfg.eval.stride = "e2e", 8
+    session, state = train(cfg)
+    summary = finalize(session, state, code_bytes=1234)
+    log = (workdir / "logs" / "e2e.txt").read_text()
+    for needle in ("model_params:", "step:4/8 val_loss:", "step:8/8 train_loss:", "train_time:", "step_avg:",
+                   "val_bytes:", "Code size: 1234 bytes", "Serialized model int8+zlib:",
+                   "Total submission size int8+zlib:", "final_int8_zlib_roundtrip_exact val_loss:",
+                   "final_sliding_window_exact val_loss:"):
+        assert needle in log, needle
+    assert Path(summary.artifact_path).is_file() and summary.total_bytes == summary.artifact_bytes + 1234
+    # int8 roundtrip of a tiny model costs almost nothing
+    assert abs(summary.roundtrip["val_bpb"] - summary.pre_quant["val_bpb"]) < 0.01
+    assert summary.sliding["tokens"] >= summary.roundtrip["tokens"]
+    saved = json.loads((workdir / "runs" / "e2e" / "summary.json").read_text())
+    assert saved["summary"]["steps"] == 8
+
+
+def test_same_seed_same_result(tiny_dataset, workdir):
+    losses = []
+    for i in range(2):
+        cfg = tiny_config(*tiny_dataset)
+        cfg.run_id = f"det{i}"
+        losses.append(train(cfg)[1].history[-1]["val_loss"])
+    assert losses[0] == losses[1]
+
+
+def test_resume_after_kill_matches_uninterrupted(tiny_dataset, workdir, monkeypatch):
+    cfg = tiny_config(*tiny_dataset, iterations=6, ema_decay=0.9)
+    cfg.run_id = "full"
+    full, _ = train(cfg)
+    want = {k: v.clone() for k, v in full.base.state_dict().items()}
+
+    cfg = tiny_config(*tiny_dataset, iterations=6, ema_decay=0.9, checkpoint_every=3)
+    cfg.run_id = "killed"
+    real_step = trainer_mod.train_step
+
+    def dying_step(s, st, lr_mul):
+        if st.step == 4:
+            raise KeyboardInterrupt  # killed after the step-3 checkpoint
+        return real_step(s, st, lr_mul)
+
+    monkeypatch.setattr(trainer_mod, "train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.setattr(trainer_mod, "train_step", real_step)
+    ckpt = workdir / "runs" / "killed" / "checkpoint.safetensors"
+    resumed, st = train(cfg, resume=ckpt)
+    assert st.step == 6
+    for k, v in resumed.base.state_dict().items():
+        assert torch.equal(v, want[k]), k
+
+
+def test_wallclock_cap_stops_early(tiny_dataset, workdir):
+    cfg = tiny_config(*tiny_dataset, iterations=100000, max_wallclock_seconds=0.5)
+    cfg.run_id = "cap"
+    _, st = train(cfg)
+    assert st.stop_after_step is not None and st.step < 100000
+    assert "stopping_early: wallclock_cap" in (workdir / "logs" / "cap.txt").read_text()
+
+
+def test_nan_loss_stops_with_clear_error(tiny_dataset, workdir, monkeypatch):
+    real = trainer_mod.forward_loss
+    monkeypatch.setattr(trainer_mod, "forward_loss", lambda s, x, y: real(s, x, y) * float("nan"))
+    cfg = tiny_config(*tiny_dataset, warmup_steps=0)
+    cfg.run_id = "nan"
+    with pytest.raises(NonFiniteLossError, match="train_loss is nan at step 1"):
+        train(cfg)
+
+
+def test_over_cap_artifact_is_refused(tiny_dataset, workdir):
+    cfg = tiny_config(*tiny_dataset, iterations=2)
+    cfg.run_id, cfg.quant.size_cap_bytes = "cap", 5000
+    session, state = train(cfg)
+    with pytest.raises(OverCapError, match="bytes over the cap of 5000"):
+        finalize(session, state, code_bytes=100)
+    assert not list((workdir / "runs" / "cap").glob("*.pglf"))
