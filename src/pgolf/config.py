@@ -68,6 +68,9 @@ class TrainConfig:
     iterations: int = 20000  # optimizer steps (upper bound when a wall-clock cap is set)
     warmup_steps: int = 20  # compile/priming steps whose effect is undone afterwards
     warmdown_iters: int = 1200  # linear LR warmdown length in steps (time-based under a cap)
+    warmdown_frac: float = 0.0  # if > 0: LR flat, then linear over this final fraction of training (PR #1855: 0.85)
+    min_lr_frac: float = 0.0  # LR floor as a fraction of the base LR during warmdown (PR #1855: 0.1)
+    reserve_seconds: float = 0.0  # wall-clock kept free after training for calibration/GPTQ
     train_batch_tokens: int = 524_288  # tokens per optimizer step, all ranks and micro-steps
     train_seq_len: int = 1024  # training sequence length
     grad_accum_steps: int = 0  # micro-steps per rank (0 = 8 // world_size, official)
@@ -81,10 +84,13 @@ class TrainConfig:
     scalar_lr: float = 0.04  # Adam LR for vectors/scalars/control tensors
     muon_momentum: float = 0.95  # Muon momentum after warmup
     muon_backend_steps: int = 5  # Newton-Schulz iterations
+    muon_ns: str = "ns5"  # ns5 (modded-nanogpt quintic) | polar_express (PR #1344, arXiv:2505.16932)
+    muon_row_norm: bool = False  # normalise each update row before orthogonalising (MuonEq-R, PR #1344)
     muon_momentum_warmup_start: float = 0.85  # Muon momentum at step 0
     muon_momentum_warmup_steps: int = 500  # steps to ramp Muon momentum
     muon_weight_decay: float = 0.0  # decoupled weight decay on Muon matrices (records ~0.09)
-    adam_weight_decay: float = 0.0  # decoupled weight decay on Adam groups
+    adam_weight_decay: float = 0.0  # decoupled weight decay on the scalar/control Adam group (PR #1855: 0.02)
+    embed_weight_decay: float = 0.0  # decoupled weight decay on embedding/head Adam groups (PR #1855: 0.085)
     beta1: float = 0.9  # Adam beta1
     beta2: float = 0.95  # Adam beta2
     adam_eps: float = 1e-8  # Adam epsilon
@@ -109,26 +115,26 @@ class EvalConfig:
 class QuantConfig:
     """How the trained weights become the artifact (issue: compression owns this class)."""
 
-    scheme: str = "int8"  # int8 = official per-row int8 (+fp16 passthrough of small tensors)
-    compressor: str = "zlib"  # zlib | zstd | brotli | lzma | auto (smallest)
-    keep_float_max_numel: int = 65_536  # float tensors this small stay fp16 (official)
+    scheme: str = "int8"  # int8 = official per-row int8 (+fp16 passthrough) | mixed = per-group intN (+GPTQ, LQER)
+    compressor: str = "zlib"  # zlib | zstd | brotli | lzma | auto (measure all, keep the smallest per stream)
+    keep_float_max_numel: int = 65_536  # float tensors this small stay float (official; fp16 in mixed)
     size_cap_bytes: int = 16_000_000  # artifact + code must fit (decimal bytes)
-    attn_bits: int = 6  # bits per weight of attention matrices (mixed scheme)
-    mlp_bits: int = 6  # bits per weight of MLP matrices (mixed scheme)
-    embed_bits: int = 8  # bits per weight of embedding tables (mixed scheme; records: 7)
-    clip: str = "sdclip"  # row clip rule: percentile | sdclip (k * row std) | search
-    attn_clip_sigmas: float = 13.0  # SDClip k for attention (PR #1855)
-    mlp_clip_sigmas: float = 11.5  # SDClip k for MLP (PR #1855)
-    embed_clip_sigmas: float = 14.0  # SDClip k for embeddings (PR #1855)
-    gptq: bool = False  # full-Hessian GPTQ on quantized matrices (needs calibration data)
+    attn_bits: int = 6  # bits per attention weight, 2..8, or 16 = fp16 (mixed scheme)
+    mlp_bits: int = 6  # bits per MLP weight, 2..8, or 16 = fp16 (mixed scheme)
+    embed_bits: int = 7  # bits per embedding weight, 2..8, or 16 = fp16 (mixed; records: 7)
+    clip: str = "sdclip"  # row clip rule: percentile (official quantile) | sdclip (k * row std) | search (min MSE)
+    attn_clip_sigmas: float = 13.0  # SDClip k for attention: clip = k*std, step = clip/(2^(bits-1)-1) (PR #1855, int6)
+    mlp_clip_sigmas: float = 11.5  # SDClip k for MLP (PR #1855, int6)
+    embed_clip_sigmas: float = 14.0  # SDClip k for embeddings (PR #1855, int7)
+    gptq: bool = False  # full-Hessian GPTQ on quantized matrices (needs Hessians from training data)
     gptq_calib_batches: int = 16  # training batches for Hessians (never validation data)
-    gptq_block_size: int = 128  # GPTQ column block
+    gptq_block_size: int = 128  # GPTQ column block (lazy updates)
     gptq_damp: float = 0.01  # Hessian damping, fraction of mean diagonal
     gptq_act_order: bool = True  # quantize columns in descending Hessian-diagonal order
-    gptq_time_budget_s: float = 60.0  # calibration + GPTQ wall-clock budget
+    gptq_time_budget_s: float = 60.0  # calibration + GPTQ wall-clock budget, reserved from training time
     lqer_rank: int = 0  # low-rank correction of the quantization error (0 = off; records 4)
-    lqer_top_k: int = 3  # tensors that get the correction (largest error first)
-    transform: str = "auto"  # byte transforms before coding: none | shuffle | transpose | auto
+    lqer_top_k: int = 3  # tensors that get the correction (largest error drop per stored code first)
+    transform: str = "auto"  # coding transforms: auto (measure) | none | shuffle | bitpack | transpose | reorder
 
 
 @dataclass
@@ -340,8 +346,22 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("model.bigram_buckets must be 0 (off) or >= 2")
     if t.train_seq_len <= 0 or t.train_batch_tokens <= 0:
         raise ConfigError("train.train_seq_len and train.train_batch_tokens must be positive")
-    if cfg.quant.compressor not in ("zlib", "zstd", "brotli", "lzma", "auto"):
-        raise ConfigError(f"quant.compressor={cfg.quant.compressor!r}: expected zlib|zstd|brotli|lzma|auto")
+    q = cfg.quant
+    if q.compressor not in ("zlib", "zstd", "brotli", "lzma", "auto"):
+        raise ConfigError(f"quant.compressor={q.compressor!r}: expected zlib|zstd|brotli|lzma|auto")
+    if q.scheme not in ("int8", "mixed"):
+        raise ConfigError(f"quant.scheme={q.scheme!r}: expected int8 or mixed")
+    for name in ("attn_bits", "mlp_bits", "embed_bits"):
+        if not (2 <= getattr(q, name) <= 8 or getattr(q, name) == 16):
+            raise ConfigError(f"quant.{name}={getattr(q, name)}: expected 2..8, or 16 (fp16)")
+    if q.clip not in ("percentile", "sdclip", "search") or min(q.attn_clip_sigmas, q.mlp_clip_sigmas, q.embed_clip_sigmas) <= 0:
+        raise ConfigError(f"quant.clip={q.clip!r} must be percentile|sdclip|search and quant.*_clip_sigmas > 0")
+    if q.transform not in ("auto", "none", "shuffle", "bitpack", "transpose", "reorder"):
+        raise ConfigError(f"quant.transform={q.transform!r}: expected auto|none|shuffle|bitpack|transpose|reorder")
+    if q.gptq_block_size <= 0 or q.gptq_damp <= 0 or q.gptq_calib_batches <= 0 or q.gptq_time_budget_s < 0:
+        raise ConfigError("quant.gptq_block_size, gptq_damp, gptq_calib_batches must be > 0, gptq_time_budget_s >= 0")
+    if min(q.lqer_rank, q.lqer_top_k, q.keep_float_max_numel) < 0 or q.size_cap_bytes <= 0:
+        raise ConfigError("quant.lqer_rank, lqer_top_k, keep_float_max_numel must be >= 0, size_cap_bytes > 0")
 
 
 def parse_layer_spec(spec: str, num_layers: int, option: str = "layers") -> list[int]:

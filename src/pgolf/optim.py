@@ -15,18 +15,32 @@ from pgolf.config import TrainConfig
 from pgolf.model import CONTROL_PATTERNS
 
 NS5_COEFFS = (3.4445, -4.7750, 2.0315)  # quintic Newton-Schulz coefficients (modded-nanogpt)
+# Polar Express per-step coefficients (arXiv:2505.16932, as used from PR #1344 on); longer
+# iterations repeat the last tuple.
+POLAR_EXPRESS_COEFFS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
 
 
-def newton_schulz5(g: Tensor, steps: int, eps: float = 1e-7) -> Tensor:
+def ns_coefficients(kind: str, steps: int) -> list[tuple[float, float, float]]:
+    if kind == "polar_express":
+        return [POLAR_EXPRESS_COEFFS[min(i, len(POLAR_EXPRESS_COEFFS) - 1)] for i in range(steps)]
+    return [NS5_COEFFS] * steps
+
+
+def newton_schulz5(g: Tensor, steps: int, eps: float = 1e-7, kind: str = "ns5") -> Tensor:
     """Approximately orthogonalise a 2-D matrix. bf16 on GPU (fast, official); fp32 on CPU, where
     bf16 matmuls are ~10x slower than fp32."""
-    a, b, c = NS5_COEFFS
     x = g.bfloat16() if g.is_cuda else g.float()
     x = x / (x.norm() + eps)
     transposed = g.size(0) > g.size(1)
     if transposed:
         x = x.T
-    for _ in range(steps):
+    for a, b, c in ns_coefficients(kind, steps):
         A = x @ x.T
         B = b * A + c * A @ A
         x = a * x + B @ x
@@ -36,10 +50,10 @@ def newton_schulz5(g: Tensor, steps: int, eps: float = 1e-7) -> Tensor:
 class Muon(torch.optim.Optimizer):
     """Momentum + Newton-Schulz orthogonalised updates, with optional decoupled weight decay."""
 
-    def __init__(self, params, lr: float, momentum: float, backend_steps: int,
-                 nesterov: bool = True, weight_decay: float = 0.0):
-        defaults = dict(lr=lr, momentum=momentum, backend_steps=backend_steps,
-                        nesterov=nesterov, weight_decay=weight_decay)
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True,
+                 weight_decay: float = 0.0, ns: str = "ns5", row_norm: bool = False):
+        defaults = dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov,
+                        weight_decay=weight_decay, ns=ns, row_norm=row_norm)
         super().__init__(params, defaults)
 
     def _update(self, p: Tensor, group: dict) -> Tensor:
@@ -48,7 +62,9 @@ class Muon(torch.optim.Optimizer):
         buf.mul_(group["momentum"]).add_(g)
         if group["nesterov"]:
             g = g.add(buf, alpha=group["momentum"])
-        u = newton_schulz5(g, group["backend_steps"])
+        if group["row_norm"]:
+            g = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-7)
+        u = newton_schulz5(g, group["backend_steps"], kind=group["ns"])
         return u * max(1.0, u.size(0) / u.size(1)) ** 0.5  # scale correction (Muon reference)
 
     @torch.no_grad()
@@ -108,20 +124,20 @@ def build_optimizers(model: nn.Module, t: TrainConfig, tied: bool) -> list[torch
     groups = split_params(model)
     fused = next(model.parameters()).is_cuda
 
-    def adam(params, lr):
+    def adam(params, lr, wd):
         return torch.optim.AdamW([{"params": params, "lr": lr, "base_lr": lr}], betas=(t.beta1, t.beta2),
-                                 eps=t.adam_eps, weight_decay=t.adam_weight_decay, fused=fused)
+                                 eps=t.adam_eps, weight_decay=wd, fused=fused)
 
-    opts: list[torch.optim.Optimizer] = [adam(groups["embed"], t.tied_embed_lr if tied else t.embed_lr)]
+    opts: list[torch.optim.Optimizer] = [adam(groups["embed"], t.tied_embed_lr if tied else t.embed_lr, t.embed_weight_decay)]
     if groups["head"]:
-        opts.append(adam(groups["head"], t.head_lr))
-    muon = Muon(groups["matrix"], lr=t.matrix_lr, momentum=t.muon_momentum,
-                backend_steps=t.muon_backend_steps, weight_decay=t.muon_weight_decay)
+        opts.append(adam(groups["head"], t.head_lr, t.embed_weight_decay))
+    muon = Muon(groups["matrix"], lr=t.matrix_lr, momentum=t.muon_momentum, backend_steps=t.muon_backend_steps,
+                weight_decay=t.muon_weight_decay, ns=t.muon_ns, row_norm=t.muon_row_norm)
     for g in muon.param_groups:
         g["base_lr"] = t.matrix_lr
     opts.append(muon)
     if groups["scalar"]:
-        opts.append(adam(groups["scalar"], t.scalar_lr))
+        opts.append(adam(groups["scalar"], t.scalar_lr, t.adam_weight_decay))
     return opts
 
 
@@ -133,12 +149,22 @@ def muon_momentum_at(step: int, t: TrainConfig) -> float:
     return (1 - frac) * t.muon_momentum_warmup_start + frac * t.muon_momentum
 
 
+def training_cap_ms(t: TrainConfig) -> float | None:
+    """The training clock's cap: the wall-clock budget minus the post-training reserve."""
+    return 1000.0 * (t.max_wallclock_seconds - t.reserve_seconds) if t.max_wallclock_seconds > 0 else None
+
+
 def lr_multiplier(step: int, elapsed_ms: float, t: TrainConfig) -> float:
     """Official warmdown: linear to 0 over the last warmdown_iters steps; under a wall-clock cap
-    the warmdown length is warmdown_iters * (current mean step time) before the cap."""
+    the warmdown length is warmdown_iters * (current mean step time) before the cap.
+    With warmdown_frac > 0 (PR #1855): flat, then linear over that final fraction of training
+    (of the clock under a cap, else of the steps), never below min_lr_frac."""
+    cap_ms = training_cap_ms(t)
+    if t.warmdown_frac > 0:
+        frac = elapsed_ms / cap_ms if cap_ms else step / max(t.iterations, 1)
+        return max(min(1.0, (1.0 - frac) / t.warmdown_frac), t.min_lr_frac)
     if t.warmdown_iters <= 0:
         return 1.0
-    cap_ms = 1000.0 * t.max_wallclock_seconds if t.max_wallclock_seconds > 0 else None
     if cap_ms is None:
         start = max(t.iterations - t.warmdown_iters, 0)
         if start <= step < t.iterations:

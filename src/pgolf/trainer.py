@@ -31,7 +31,7 @@ from pgolf.datasource import ValData, load_val_data, resolve_data
 from pgolf.distributed import Runtime, autocast_for, broadcast_flag, init_runtime
 from pgolf.loader import DistributedTokenLoader, StreamPosition
 from pgolf.model import GPT
-from pgolf.optim import build_optimizers, lr_multiplier, muon_momentum_at, set_schedules
+from pgolf.optim import build_optimizers, lr_multiplier, muon_momentum_at, set_schedules, training_cap_ms
 from pgolf.runlog import RunLog, is_tty
 from pgolf.scoring import Score, evaluate
 
@@ -227,8 +227,9 @@ def maybe_switch_recurrence(s: Session, st: TrainState) -> None:
     m, t = s.cfg.model, s.cfg.train
     if st.recur_active or not m.recur_layers or m.recur_loops <= 1:
         return
-    if t.max_wallclock_seconds > 0:
-        frac = st.training_time_ms / (1000.0 * t.max_wallclock_seconds)
+    cap_ms = training_cap_ms(t)
+    if cap_ms:
+        frac = st.training_time_ms / cap_ms
     else:
         frac = st.step / max(t.iterations, 1)
     if broadcast_flag(s.rt, frac >= m.recur_start_frac):
@@ -279,7 +280,8 @@ def _after_step(s: Session, st: TrainState, t0: float) -> None:
     if t.train_log_every > 0 and (st.step <= 10 or st.step % t.train_log_every == 0 or st.stop_after_step is not None):
         s.log(f"step:{st.step}/{t.iterations} train_loss:{st.last_train_loss:.4f} "
               f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / st.step:.2f}ms")
-    cap_hit = t.max_wallclock_seconds > 0 and approx_ms >= 1000.0 * t.max_wallclock_seconds
+    cap_ms = training_cap_ms(t)
+    cap_hit = cap_ms is not None and approx_ms >= cap_ms
     if st.stop_after_step is None and broadcast_flag(s.rt, cap_hit):
         st.stop_after_step = st.step
     if t.checkpoint_every > 0 and st.step % t.checkpoint_every == 0:

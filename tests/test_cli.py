@@ -1,0 +1,108 @@
+"""The CLI: bad input gets one line naming the problem (exit 2); dry-run reports the plan."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import TINY_VOCAB
+from pgolf.cli import main
+from pgolf.shards import HEADER_BYTES
+
+
+def run_cli(capsys, argv) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("pgolf: error: ")
+    return lines[0]
+
+
+def copy_dataset(tiny_dataset, tmp_path):
+    data, tok = tiny_dataset
+    dst = tmp_path / "data"
+    shutil.copytree(data, dst)
+    return dst, tok
+
+
+TRAIN = ["train", "--preset", "naive-baseline", "--device", "cpu", "--iterations", "1", "--max-wallclock-seconds", "0",
+         "--set", f"model.vocab_size={TINY_VOCAB}", "--set", "model.num_layers=1", "--set", "model.model_dim=16",
+         "--set", "model.num_heads=2", "--set", "model.num_kv_heads=1", "--set", "train.train_seq_len=16",
+         "--set", "train.train_batch_tokens=128", "--set", "train.warmup_steps=0"]
+
+
+def test_truncated_shard_is_named(tiny_dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data, tok = copy_dataset(tiny_dataset, tmp_path)
+    victim = sorted(data.glob("fineweb_train_*.bin"))[0]
+    victim.write_bytes(victim.read_bytes()[:-7])
+    code, _, err = run_cli(capsys, TRAIN + ["--data", str(data), "--tokenizer", str(tok)])
+    line = one_line_error(err)
+    assert code == 2 and victim.name in line and "truncated" in line
+
+
+def test_foreign_file_is_named(tiny_dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data, tok = copy_dataset(tiny_dataset, tmp_path)
+    victim = sorted(data.glob("fineweb_train_*.bin"))[0]
+    victim.write_bytes(b"\x89PNG" + bytes(HEADER_BYTES))
+    code, _, err = run_cli(capsys, TRAIN + ["--data", str(data), "--tokenizer", str(tok)])
+    assert code == 2 and "not a token shard" in one_line_error(err)
+
+
+def test_mismatched_tokenizer_is_refused(tiny_dataset, sp1024_paths, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data, _ = tiny_dataset
+    _, sp1024 = sp1024_paths
+    code, _, err = run_cli(capsys, TRAIN + ["--data", str(data), "--tokenizer", str(sp1024)])
+    line = one_line_error(err)
+    assert code == 2 and "vocab_size=1024" in line and f"VOCAB_SIZE={TINY_VOCAB}" in line
+
+
+def test_data_with_ids_beyond_the_vocab_is_refused(tiny_dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data, tok = copy_dataset(tiny_dataset, tmp_path)
+    victim = sorted(data.glob("fineweb_train_*.bin"))[0]
+    raw = bytearray(victim.read_bytes())
+    raw[HEADER_BYTES + 10 : HEADER_BYTES + 12] = np.array([900], dtype="<u2").tobytes()
+    victim.write_bytes(bytes(raw))
+    code, _, err = run_cli(capsys, TRAIN + ["--data", str(data), "--tokenizer", str(tok)])
+    assert code == 2 and "outside the vocabulary" in one_line_error(err)
+
+
+def test_missing_data_says_what_to_do(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, TRAIN + ["--data", str(tmp_path / "nowhere")])
+    line = one_line_error(err)
+    assert code == 2 and "DATA_PATH" in line and "pgolf data download" in line
+
+
+def test_tampered_artifact_is_rejected(tiny_dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data, tok = tiny_dataset
+    code, _, _ = run_cli(capsys, TRAIN + ["--data", str(data), "--tokenizer", str(tok), "--run-id", "t"])
+    assert code == 0
+    art = next((tmp_path / "runs" / "t").glob("*.pglf"))
+    raw = bytearray(art.read_bytes())
+    raw[-20] ^= 0x40
+    art.write_bytes(bytes(raw))
+    code, _, err = run_cli(capsys, ["eval", str(art), "--data", str(data), "--tokenizer", str(tok), "--device", "cpu"])
+    line = one_line_error(err)
+    assert code == 2 and art.name in line and ("sha256" in line or "checksum" in line)
+
+
+def test_dry_run_prints_params_size_and_flops(capsys):
+    code, out, _ = run_cli(capsys, ["train", "--preset", "frontier", "--dry-run"])
+    assert code == 0 and "model_params:35945671" in out and "flops_per_token" in out and "predicted_artifact_bytes:" in out
+
+
+def test_bad_option_is_one_line(capsys):
+    code, _, err = run_cli(capsys, ["train", "--preset", "naive-baseline", "--set", "model.depth=3", "--dry-run"])
+    assert code == 2 and "model.depth" in one_line_error(err)
