@@ -153,9 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list presets, or print one as JSON")
     p.add_argument("name", nargs="?")
     p.set_defaults(func=cmd_presets)
+    from pgolf.bench import register_bench_commands
     from pgolf.datacli import register_data_commands
 
     register_data_commands(sub)
+    register_bench_commands(sub)
     return parser
 
 
