@@ -34,3 +34,13 @@ def test_train_command_pins_threads_budget_and_seed(tmp_path):
     joined = " ".join(cmd)
     assert "--max-wallclock-seconds 60" in joined and "--seed 7" in joined and "threads=2" in joined
     assert "--data /d" in joined and "eval.stride=0" in joined
+
+
+def test_recipe_specs_carry_overrides(tmp_path):
+    from pgolf.bench import parse_recipe, run_label
+
+    assert parse_recipe("frontier-cpu-proxy@model.xsa_layers=@model.smear_gate=0") == (
+        "frontier-cpu-proxy", ["model.xsa_layers=", "model.smear_gate=0"])
+    cmd = " ".join(train_command("p@model.ln_scale=0", 1, 1, "x", tmp_path, None, None, 1, ["a.b=1"]))
+    assert "--preset p " in cmd and "model.ln_scale=0 --set a.b=1" in cmd
+    assert "@" not in run_label("p@model.ln_scale=0") and "=" not in run_label("p@a=1")

@@ -63,8 +63,21 @@ def run_order(recipes: list[str], repeats: int) -> list[tuple[int, str]]:
     return out
 
 
+def parse_recipe(spec: str) -> tuple[str, list[str]]:
+    """'preset@key=value@key=value' -> (preset, ['key=value', ...]): a preset with overrides."""
+    preset, *sets = spec.split("@")
+    return preset, [s for s in sets if s]
+
+
+def run_label(spec: str) -> str:
+    """A file-system-safe run id for a recipe spec."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in spec)[:120]
+
+
 def train_command(recipe: str, budget: float, seed: int, run_id: str, out_dir: Path, data: str | None,
                   tokenizer: str | None, threads: int, extra: list[str]) -> list[str]:
+    recipe, own = parse_recipe(recipe)
+    extra = own + list(extra)
     cmd = [sys.executable, "-m", "pgolf", "train", "--preset", recipe, "--max-wallclock-seconds", str(budget),
            "--seed", str(seed), "--run-id", run_id, "--out-dir", str(out_dir), "--device", "cpu",
            "--set", f"threads={threads}"]
@@ -102,7 +115,7 @@ def mean_train_flops(cfg_dict: dict) -> float:
 
 
 def run_one(recipe: str, repeat: int, seed: int, args, out_dir: Path, peak: float, log) -> RunResult:
-    run_id = f"{recipe}-r{repeat}"
+    run_id = f"{run_label(recipe)}-r{repeat}"
     cmd = train_command(recipe, args.budget, seed, run_id, out_dir / "runs", args.data, args.tokenizer,
                         args.threads, args.set)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
@@ -143,12 +156,13 @@ def aggregate(results: list[RunResult], baseline: str) -> list[dict]:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = ("| recipe | params | artifact bytes | fits cap | steps | tokens seen | pre-quant bpb | roundtrip bpb "
-            "| final bpb (± spread) | eval s | ratio | tok/s | MFU |\n|" + "---|" * 13)
+    head = ("| recipe | params | artifact bytes | bits/param | fits cap | steps | tokens seen | pre-quant bpb "
+            "| roundtrip bpb | final bpb (± spread) | eval s | ratio | tok/s | MFU |\n|" + "---|" * 14)
     lines = [head]
     for r in rows:
         lines.append(
-            f"| {r['recipe']} | {r['params']:,.0f} | {r['artifact_bytes']:,.0f} | {'yes' if r['fits_scaled_cap'] else 'NO'} "
+            f"| {r['recipe']} | {r['params']:,.0f} | {r['artifact_bytes']:,.0f} | {8 * r['artifact_bytes'] / r['params']:.2f} "
+            f"| {'yes' if r['fits_scaled_cap'] else 'NO'} "
             f"| {r['steps']:.0f} | {r['tokens_seen']:,.0f} | {r['pre_quant_bpb']:.4f} | {r['roundtrip_bpb']:.4f} "
             f"| {r['final_bpb']:.4f} ± {r['final_bpb_spread']:.4f} | {r['eval_seconds']:.0f} | {r['ratio_to_baseline']:.4f} "
             f"| {r['tokens_per_s']:,.0f} | {r['mfu']:.2f} |")
@@ -180,7 +194,7 @@ def bench_proxy(args, log=print) -> list[dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     for name in args.recipes:
-        get_preset(name)  # unknown names fail before any training
+        get_preset(parse_recipe(name)[0])  # unknown names fail before any training
     peak_before = measure_matmul_peak()
     log(f"bench:start recipes:{','.join(args.recipes)} budget:{args.budget}s repeats:{args.repeats} "
         f"threads:{args.threads} matmul_peak:{peak_before / 1e9:.1f}GFLOP/s")
@@ -203,7 +217,8 @@ def register_bench_commands(subparsers) -> None:
     sub = p.add_subparsers(dest="bench_command", required=True)
     q = sub.add_parser("proxy", help="CPU proxy track: recipes at equal wall-clock, median of interleaved repeats")
     q.add_argument("--recipes", type=lambda s: s.split(","), default=list(DEFAULT_RECIPES),
-                   help="comma-separated presets; the first is the baseline of the ratio")
+                   help="comma-separated presets, each optionally with overrides: preset@key=value@...; "
+                        "the first is the baseline of the ratio")
     q.add_argument("--budget", type=float, default=600.0, help="training seconds per run (default 600)")
     q.add_argument("--repeats", type=int, default=1)
     q.add_argument("--threads", type=int, default=2)

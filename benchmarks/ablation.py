@@ -1,0 +1,45 @@
+"""Architecture ablation on the CPU proxy (issue: model architecture stack).
+
+    python benchmarks/ablation.py [--budget 180] [--repeats 1]
+
+Runs, at the same wall-clock and thread count: the naive-baseline proxy, the frontier proxy, and
+the frontier proxy with one technique removed at a time (leave-one-out), so each row's distance
+from the frontier row is that technique's effect at this scale. Results go to
+benchmarks/results/ablation/.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pgolf.cli import main
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+BASE = "frontier-cpu-proxy"
+LEAVE_ONE_OUT = {
+    "xsa": "model.xsa_layers=",
+    "smear": "model.smear_gate=0",
+    "sparse_gate": "model.attn_gate=none",
+    "skip_gates": "model.skip_gates=0",
+    "lanes": "model.parallel_from=-1",
+    "recurrence": "model.recur_layers=",
+    "ln_scale": "model.ln_scale=0",
+    "partial_rope": "model.rope_dims=0",
+    "qk_gain5": "model.qk_gain_init=1.5",
+    "leaky_relu2": "model.activation=relu2",
+    "doc_mask": "model.doc_mask=0",
+    "ema": "train.ema_decay=0",
+}
+
+
+def recipes() -> list[str]:
+    return ["naive-baseline-cpu-proxy", BASE] + [f"{BASE}@{opt}" for opt in LEAVE_ONE_OUT.values()]
+
+
+if __name__ == "__main__":
+    args = ["bench", "proxy", "--recipes", ",".join(recipes()), "--budget", "180",
+            "--data", str(SHARED / "fineweb_sample" / "sp1024"),
+            "--tokenizer", str(SHARED / "tokenizers" / "fineweb_1024_bpe.model"),
+            "--out", str(Path(__file__).resolve().parent / "results" / "ablation")]
+    sys.exit(main(args + sys.argv[1:]))
