@@ -104,3 +104,19 @@ def test_over_cap_artifact_is_refused(tiny_dataset, workdir):
     with pytest.raises(OverCapError, match="bytes over the cap of 5000"):
         finalize(session, state, code_bytes=100)
     assert not list((workdir / "runs" / "cap").glob("*.pglf"))
+
+
+@pytest.mark.parametrize("cap", [0.0, 1.5])
+def test_recurrence_switches_on_at_its_fraction(tiny_dataset, workdir, cap):
+    """By step count without a cap; by the training clock (not only at validations) with one."""
+    iters = 8 if cap == 0 else 100000
+    cfg = tiny_config(*tiny_dataset, iterations=iters, max_wallclock_seconds=cap, val_loss_every=0)
+    cfg.run_id = f"recur{cap}"
+    cfg.model.recur_layers, cfg.model.recur_loops, cfg.model.recur_start_frac = "0-1", 2, 0.5
+    session, st = train(cfg)
+    log = (workdir / "logs" / f"recur{cap}.txt").read_text()
+    assert st.recur_active and session.base.recur_active and "recurrence:on" in log
+    switched = int(log.split("recurrence:on step:")[1].split()[0])
+    assert 0 < switched < st.step
+    if cap == 0:
+        assert switched == 4

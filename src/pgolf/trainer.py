@@ -221,15 +221,15 @@ def update_ema(s: Session) -> None:
             s.ema[k].mul_(decay).add_(v.float(), alpha=1 - decay)
 
 
-def maybe_switch_recurrence(s: Session, st: TrainState) -> None:
+def maybe_switch_recurrence(s: Session, st: TrainState, elapsed_ms: float) -> None:
     """Depth recurrence switches on once the configured fraction of training has passed (by
-    step count, or by wall-clock when a cap is set)."""
+    step count, or by the training clock `elapsed_ms` when a cap is set)."""
     m, t = s.cfg.model, s.cfg.train
     if st.recur_active or not m.recur_layers or m.recur_loops <= 1:
         return
     cap_ms = training_cap_ms(t)
     if cap_ms:
-        frac = st.training_time_ms / cap_ms
+        frac = elapsed_ms / cap_ms
     else:
         frac = st.step / max(t.iterations, 1)
     if broadcast_flag(s.rt, frac >= m.recur_start_frac):
@@ -305,8 +305,8 @@ def train_loop(s: Session, st: TrainState, progress=None) -> TrainState:
             if st.stop_after_step is not None and st.step < t.iterations:
                 s.log(f"stopping_early: wallclock_cap train_time:{st.training_time_ms:.0f}ms step:{st.step}/{t.iterations}")
             return st
-        maybe_switch_recurrence(s, st)
         elapsed = st.training_time_ms + 1000.0 * (time.perf_counter() - t0)
+        maybe_switch_recurrence(s, st, elapsed)
         st.last_train_loss = train_step(s, st, lr_multiplier(st.step, elapsed, t))
         if not math.isfinite(st.last_train_loss):
             raise NonFiniteLossError(f"train_loss is {st.last_train_loss} at step {st.step + 1}; "
