@@ -11,7 +11,8 @@ import torch
 
 from conftest import tiny_config
 from pgolf import trainer as trainer_mod
-from pgolf.finalize import OverCapError, finalize
+from pgolf.finalize import finalize
+from pgolf.quant import SizeCapError
 from pgolf.trainer import NonFiniteLossError, run_training
 
 
@@ -101,7 +102,7 @@ def test_over_cap_artifact_is_refused(tiny_dataset, workdir):
     cfg = tiny_config(*tiny_dataset, iterations=2)
     cfg.run_id, cfg.quant.size_cap_bytes = "cap", 5000
     session, state = train(cfg)
-    with pytest.raises(OverCapError, match="bytes over the cap of 5000"):
+    with pytest.raises(SizeCapError, match="bytes over the cap of 5,000"):
         finalize(session, state, code_bytes=100)
     assert not list((workdir / "runs" / "cap").glob("*.pglf"))
 

@@ -155,8 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_presets)
     from pgolf.bench import register_bench_commands
     from pgolf.datacli import register_data_commands
+    from pgolf.sizecli import register_size_commands
 
     register_data_commands(sub)
+    register_size_commands(sub)
     register_bench_commands(sub)
     return parser
 
@@ -165,10 +167,9 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input or a refused result, not a bug: reported in one line.
     (Our own errors derive from ValueError / FileNotFoundError, or are listed here.)"""
     from pgolf.download import DownloadError
-    from pgolf.finalize import OverCapError
     from pgolf.trainer import NonFiniteLossError
 
-    return (ValueError, FileNotFoundError, DownloadError, OverCapError, NonFiniteLossError)
+    return (ValueError, FileNotFoundError, DownloadError, NonFiniteLossError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -119,6 +119,7 @@ class QuantConfig:
     compressor: str = "zlib"  # zlib | zstd | brotli | lzma | auto (measure all, keep the smallest per stream)
     keep_float_max_numel: int = 65_536  # float tensors this small stay float (official; fp16 in mixed)
     size_cap_bytes: int = 16_000_000  # artifact + code must fit (decimal bytes)
+    count_code_bytes: bool = True  # count the exported script's bytes against the cap (CPU proxies: model only)
     attn_bits: int = 6  # bits per attention weight, 2..8, or 16 = fp16 (mixed scheme)
     mlp_bits: int = 6  # bits per MLP weight, 2..8, or 16 = fp16 (mixed scheme)
     embed_bits: int = 7  # bits per embedding weight, 2..8, or 16 = fp16 (mixed; records: 7)

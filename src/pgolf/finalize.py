@@ -14,14 +14,11 @@ from pathlib import Path
 
 from pgolf.config import config_to_dict
 from pgolf.distributed import barrier
+from pgolf.gptq import calibration_batches, collect_hessians
 from pgolf.quant import pack, quantize, unpack
 from pgolf.runlog import is_tty
 from pgolf.scoring import Score, evaluate
 from pgolf.trainer import Session, TrainState, _sync
-
-
-class OverCapError(RuntimeError):
-    """The artifact plus code exceeds the size cap."""
 
 
 @dataclass
@@ -83,25 +80,45 @@ def save_raw(s: Session, code_bytes: int) -> None:
     s.log(f"Total submission size: {nbytes + code_bytes} bytes")
 
 
+def calibrate(s: Session) -> tuple[dict | None, float | None]:
+    """GPTQ Hessians from training batches (never validation data), within the quant time budget.
+    Returns (hessians or None, deadline for GPTQ or None)."""
+    q, t = s.cfg.quant, s.cfg.train
+    if q.scheme != "mixed" or not q.gptq:
+        return None, None
+    deadline = time.perf_counter() + q.gptq_time_budget_s if q.gptq_time_budget_s > 0 else None
+    seqs = max(t.train_batch_tokens // (s.rt.world_size * s.grad_accum * t.train_seq_len), 1)
+    batches = calibration_batches(s.train_pattern, q.gptq_calib_batches, seqs, t.train_seq_len, s.rt.device)
+    hs = collect_hessians(s.base, batches, time_budget_s=0.5 * q.gptq_time_budget_s)
+    s.log(f"gptq_calibration batches:{hs.batches} tokens:{hs.tokens} time:{1000 * hs.seconds:.0f}ms")
+    return hs.h, deadline
+
+
 def pack_artifact(s: Session, code_bytes: int, summary: Summary) -> Path:
-    """Quantize + compress to the run folder; refuse (raise) when over the cap."""
+    """Calibrate, quantize and compress to the run folder (rank 0); over the cap the file is
+    renamed *.over_cap and SizeCapError says by how much."""
     q = s.cfg.quant
     path = s.run_dir / f"final_model.{q.scheme}.pglf"
-    label = f"{q.scheme}+{q.compressor}"
     if s.rt.master:
-        qs = quantize(s.base.state_dict(), q)
-        res = pack(qs, asdict(s.cfg.model), q, path)
+        t0 = time.perf_counter()
+        hessians, deadline = calibrate(s)
+        qs = quantize(s.base.state_dict(), q, hessians=hessians, deadline=deadline)
+        info = getattr(qs, "info", {}) or {}
+        s.log(f"quantize:{q.scheme} gptq_tensors:{len(info.get('gptq', []))} "
+              f"rtn_after_deadline:{len(info.get('rtn_after_deadline', []))} lqer:{','.join(info.get('lqer', []))} "
+              f"quant_time:{1000 * (time.perf_counter() - t0):.0f}ms")
+        counted = code_bytes if q.count_code_bytes else 0
+        try:
+            res = pack(qs, asdict(s.cfg.model), q, path, code_bytes=counted)
+        finally:
+            barrier(s.rt)
         summary.codec, summary.artifact_bytes = res.codec, res.bytes
         label = f"{q.scheme}+{res.codec}"
-        s.log(f"Serialized model {label}: {res.bytes} bytes (payload:{res.payload_bytes} codec_sizes:{json.dumps(res.codec_sizes, sort_keys=True)})")
+        s.log(f"Serialized model {label}: {res.bytes} bytes (payload:{res.payload_bytes} "
+              f"codec_sizes:{json.dumps(res.codec_sizes, sort_keys=True)} pack_time:{1000 * res.seconds:.0f}ms)")
         s.log(f"Total submission size {label}: {res.bytes + code_bytes} bytes")
-        total = res.bytes + code_bytes
-        if total > q.size_cap_bytes:
-            over = total - q.size_cap_bytes
-            path.rename(path.with_suffix(".over_cap"))
-            raise OverCapError(f"artifact {res.bytes} + code {code_bytes} = {total} bytes is {over} bytes over the "
-                               f"cap of {q.size_cap_bytes}; not written as a submission (kept as {path.with_suffix('.over_cap')})")
-    barrier(s.rt)
+    else:
+        barrier(s.rt)
     return path
 
 
@@ -109,11 +126,15 @@ def roundtrip(s: Session, path: Path, summary: Summary) -> None:
     """Reload the artifact from disk into the model and score it (official + sliding)."""
     state, meta = unpack(path)
     s.base.load_state_dict({k: v.to(s.rt.device) for k, v in state.items()}, strict=True)
-    tag = f"{meta['scheme']}_{summary.codec or s.cfg.quant.compressor}"
+    tag = f"{meta['scheme']}_{summary.codec or s.cfg.quant.compressor}".replace("+", "_")
     score, secs = score_model(s, stride=0)
     s.log(f"final_{tag}_roundtrip val_loss:{score.val_loss:.4f} val_bpb:{score.val_bpb:.4f} eval_time:{1000 * secs:.0f}ms")
     s.log(f"final_{tag}_roundtrip_exact val_loss:{score.val_loss:.8f} val_bpb:{score.val_bpb:.8f}")
     summary.roundtrip, summary.eval_seconds["roundtrip"] = _score_dict(score), secs
+    if summary.pre_quant:  # the quantization gap, every time
+        gap = score.val_bpb - summary.pre_quant["val_bpb"]
+        summary.roundtrip["quant_gap_bpb"] = gap
+        s.log(f"quant_gap val_bpb:{gap:+.6f} pre_quant:{summary.pre_quant['val_bpb']:.6f} roundtrip:{score.val_bpb:.6f}")
     stride = s.cfg.eval.stride
     if stride > 0 and s.cfg.eval.final_sliding:
         score, secs = score_model(s, stride=stride)

@@ -27,7 +27,8 @@ def frontier() -> RunConfig:
     BOS-masked SmearGate, sparse attention gate (scale 0.5), skip gates, sp8192 tied embeddings,
     document-masked attention; Muon 0.026 (Polar Express, row-normalised, momentum 0.92->0.97,
     wd 0.095), AdamW (0.9, 0.99; wd 0.085 embeddings / 0.02 scalars), clip 0.3, EMA 0.9965,
-    LR flat then linear to 0.1x over the last 85% of the clock; 10 s kept for GPTQ calibration."""
+    LR flat then linear to 0.1x over the last 85% of the clock; GPTQ int6/int6/int7 + LQER with
+    its calibration inside 12 s kept free of the 600 s training clock."""
     cfg = RunConfig(preset="frontier")
     m = cfg.model
     m.vocab_size, m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads = 8192, 11, 512, 8, 4
@@ -43,8 +44,11 @@ def frontier() -> RunConfig:
     t.muon_weight_decay, t.tied_embed_lr, t.scalar_lr, t.beta2 = 0.095, 0.03, 0.02, 0.99
     t.muon_ns, t.muon_row_norm = "polar_express", True
     t.adam_weight_decay, t.embed_weight_decay, t.grad_clip_norm, t.ema_decay = 0.02, 0.085, 0.3, 0.9965
-    t.warmdown_frac, t.min_lr_frac, t.reserve_seconds = 0.85, 0.1, 10.0
+    t.warmdown_frac, t.min_lr_frac, t.reserve_seconds = 0.85, 0.1, 12.0
     cfg.eval.stride, cfg.eval.eval_seq_len = 64, 2048
+    q = cfg.quant  # PR #1855: GPTQ int6 attention/MLP (SDClip 13 / 11.5), int7 embedding (14), LQER r4 top 3
+    q.scheme, q.compressor, q.gptq, q.gptq_time_budget_s, q.lqer_rank, q.lqer_top_k = "mixed", "auto", True, 12.0, 4, 3
+    q.attn_bits, q.mlp_bits, q.embed_bits = 6, 6, 7
     cfg.data.data_path = "./data/datasets/fineweb10B_sp8192"
     return cfg
 
@@ -64,6 +68,7 @@ def _proxy_common(cfg: RunConfig) -> RunConfig:
     t.iterations, t.max_wallclock_seconds, t.warmup_steps = 1_000_000, PROXY_WALLCLOCK_S, 2
     t.val_loss_every, t.train_log_every = 0, 50
     cfg.quant.keep_float_max_numel, cfg.quant.size_cap_bytes = PROXY_KEEP_FLOAT, PROXY_SIZE_CAP
+    cfg.quant.count_code_bytes = False  # the code does not shrink with the model: proxies cap model bytes
     cfg.data.data_path = "./data/datasets/fineweb10B_sp1024"
     cfg.eval.val_batch_size = 65_536
     return cfg
@@ -91,8 +96,11 @@ def frontier_cpu_proxy() -> RunConfig:
     m, t, e = cfg.model, cfg.train, cfg.eval
     m.vocab_size, m.rope_dims, m.recur_layers, m.recur_loops, m.parallel_from = 1024, 8, "1-2", 2, 3
     t.train_seq_len, t.train_batch_tokens, t.muon_momentum_warmup_steps = 512, 12_288, 100
-    t.ema_decay, t.reserve_seconds = 0.96, 0.0
+    t.ema_decay, t.reserve_seconds = 0.96, 10.0
     e.eval_seq_len, e.stride, e.batch_seqs = 512, 256, 16
+    q = cfg.quant  # the compression benchmark's best at a <= 0.005 gap (BENCHMARKS.md): 5/5/8 GPTQ + LQER
+    q.attn_bits, q.mlp_bits, q.embed_bits = 5, 5, 8
+    q.attn_clip_sigmas, q.mlp_clip_sigmas, q.embed_clip_sigmas, q.gptq_time_budget_s = 8.0, 8.0, 14.0, 10.0
     return cfg
 
 

@@ -85,17 +85,22 @@ def predict_int8_bytes(cfg: ModelConfig, keep_float_max_numel: int = 65_536) -> 
 
 
 def describe(cfg: RunConfig) -> str:
-    """The dry-run report: params by group, FLOPs/token, predicted artifact size vs the cap."""
+    """The dry-run report: params by group, FLOPs/token, the planner's predicted artifact size
+    (pgolf.sizeplan) vs the cap, with its per-group table."""
     m = cfg.model
     groups = params_by_group(m)
     total = sum(groups.values())
     fl = flops_per_token(m, cfg.train.train_seq_len)
-    pred = int(total * INT8_ZLIB_BYTES_PER_PARAM) if cfg.quant.scheme == "int8" else predict_int8_bytes(m)
+    from pgolf.sizeplan import format_table, predict_table
+
+    table = predict_table(m, cfg.quant)
+    pred = table.artifact_bytes
     lines = [
         f"preset:{cfg.preset} model_params:{total} " + " ".join(f"params_{k}:{v}" for k, v in groups.items()),
         f"layer_applications:{len(layer_schedule(m, True))} flops_per_token_fwd:{fl.per_token_forward:.4g} "
         f"flops_per_token_train:{fl.per_token_train:.4g} seq_len:{cfg.train.train_seq_len}",
         f"predicted_artifact_bytes:{pred} scheme:{cfg.quant.scheme} compressor:{cfg.quant.compressor} "
-        f"size_cap_bytes:{cfg.quant.size_cap_bytes} fits:{pred <= cfg.quant.size_cap_bytes}",
+        f"size_cap_bytes:{cfg.quant.size_cap_bytes} fits:{pred <= cfg.quant.size_cap_bytes} (code bytes not included)",
+        format_table(table),
     ]
     return "\n".join(lines)
