@@ -121,3 +121,20 @@ def test_recurrence_switches_on_at_its_fraction(tiny_dataset, workdir, cap):
     assert 0 < switched < st.step
     if cap == 0:
         assert switched == 4
+
+
+def test_mixed_gptq_lqer_pipeline_end_to_end(tiny_dataset, workdir):
+    """Calibration on training batches -> GPTQ + LQER -> multi-stream artifact -> roundtrip, with
+    the quantization gap logged."""
+    cfg = tiny_config(*tiny_dataset, iterations=6)
+    cfg.run_id = "mixed"
+    q = cfg.quant
+    q.scheme, q.compressor, q.gptq, q.gptq_calib_batches, q.lqer_rank, q.lqer_top_k = "mixed", "auto", True, 2, 2, 2
+    q.attn_bits, q.mlp_bits, q.embed_bits, q.keep_float_max_numel = 6, 6, 8, 64
+    session, state = train(cfg)
+    summary = finalize(session, state, code_bytes=0)
+    log = (workdir / "logs" / "mixed.txt").read_text()
+    assert "gptq_calibration batches:2" in log and "quant_gap val_bpb:" in log
+    assert "gptq_tensors:" in log and "gptq_tensors:0 " not in log
+    assert abs(summary.roundtrip["quant_gap_bpb"]) < 0.05
+    assert summary.artifact_bytes < (workdir / "runs" / "mixed" / "final_model.safetensors").stat().st_size / 3
