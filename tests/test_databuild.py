@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import shared_data_dir
 from pgolf.databuild import (
     BUILD_MANIFEST_NAME,
     DocumentError,
@@ -27,12 +27,6 @@ from pgolf.tokenizer import TokenizerError, load_sentencepiece
 TINY_VOCAB = 320
 WORDS = ("the cat dog sat on a mat and ran to big red house with apples in golf score café "
          "naïve über 42 2024 7 tokens shard").split()
-
-
-def shared_data_dir() -> Path:
-    """The real FineWeb sample (../shared/data, or $PGOLF_SHARED_DATA)."""
-    env = os.environ.get("PGOLF_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def make_sentences(n: int, seed: int = 0) -> list[str]:

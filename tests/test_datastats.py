@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import shared_data_dir
 from pgolf.databuild import check_data_dir, shard_stats, train_tokenizer
 from pgolf.datacli import register_data_commands
 from pgolf.shards import BOS_ID, HEADER_BYTES, ShardError, load_shard, split_documents, write_shard
@@ -19,12 +19,6 @@ from pgolf.tokenizer import TokenizerError, load_sentencepiece
 
 TINY_VOCAB = 320
 WORDS = "the cat sat on a mat golf score 42 café naïve über shard ½ 東京 tokens".split()
-
-
-def shared_data_dir() -> Path:
-    """The real FineWeb sample (../shared/data, or $PGOLF_SHARED_DATA)."""
-    env = os.environ.get("PGOLF_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def make_texts(n: int, seed: int) -> list[str]:

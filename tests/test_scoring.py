@@ -8,11 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pgolf.config import ModelConfig
 from pgolf.model import GPT
-from pgolf.scoring import Score, bits_per_byte, evaluate, plan_windows, rank_slice, score_reference
+from pgolf.scoring import Score, bits_per_byte, evaluate, plan_windows, score_reference
 from pgolf.shards import load_shard, split_documents
 from pgolf.tokenizer import ByteTables, byte_tables, load_sentencepiece, target_bytes
 

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 CKPT_FORMAT = "pgolf-ckpt-v1"

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pgolf.artifact import read_header
 from pgolf.config import ModelConfig, QuantConfig
