@@ -64,6 +64,8 @@ def run_eval(cfg: RunConfig, path: Path, kind: str = "auto") -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
     rt = init_runtime(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     state = load_weights(cfg, path, kind)
     log = RunLog(None, master=rt.master)
     model = GPT(cfg.model).to(rt.device)
