@@ -157,7 +157,8 @@ class RunConfig:
     preset: str = "naive-baseline"  # the preset this config started from
     out_dir: str = "runs"  # run folders go here
     device: str = "auto"  # auto | cpu | cuda
-    compile: bool = False  # torch.compile the model (GPU default on)
+    compile: str = "auto"  # torch.compile the training model: auto (on for CUDA, as the official script) | on | off
+    train_shards: int = 80  # official train shards to download when the data is missing (GPU runs)
     threads: int = 0  # CPU threads (0 = torch default)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -94,7 +94,7 @@ def build_model(cfg: RunConfig, device: torch.device) -> GPT:
 
 def wrap_model(base: GPT, cfg: RunConfig, rt: Runtime) -> nn.Module:
     model: nn.Module = base
-    if cfg.compile:
+    if cfg.compile == "on" or (cfg.compile == "auto" and rt.device.type == "cuda"):
         model = torch.compile(base, dynamic=False)
     if rt.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
