@@ -157,3 +157,20 @@ def test_apply_fake_quant_hooks_and_removes():
     assert model.blocks[0].attn.c_q.weight.grad is not None
     handle.remove()
     assert model(ids, ids).item() == base
+
+
+def test_hash_tables_have_their_own_width():
+    """BigramHash / value-embedding tables form the `hash` group with quant.hash_bits."""
+    from pgolf.config import ModelConfig, QuantConfig
+    from pgolf.model import GPT
+    from pgolf.quant import quantize
+    from pgolf.sizing import params_by_group, tensor_group
+
+    cfg = ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1,
+                      bigram_buckets=512, bigram_dim=16, ve_layers="1", ve_dim=8)
+    assert tensor_group("bigram.bigram_table") == tensor_group("value_embed.ve_table") == "hash"
+    assert tensor_group("tok_emb.weight") == "embed"
+    assert params_by_group(cfg)["hash"] == 512 * 16 + 16 * 32 + 64 * 8 + 8 * 16
+    q = QuantConfig(scheme="mixed", compressor="zlib", hash_bits=4, embed_bits=8, keep_float_max_numel=64)
+    qs = quantize(GPT(cfg).state_dict(), q)
+    assert qs.entries["bigram.bigram_table"]["bits"] == 4 and qs.entries["tok_emb.weight"]["bits"] == 8

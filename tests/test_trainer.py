@@ -138,3 +138,15 @@ def test_mixed_gptq_lqer_pipeline_end_to_end(tiny_dataset, workdir):
     assert "gptq_tensors:" in log and "gptq_tensors:0 " not in log
     assert abs(summary.roundtrip["quant_gap_bpb"]) < 0.05
     assert summary.artifact_bytes < (workdir / "runs" / "mixed" / "final_model.safetensors").stat().st_size / 3
+
+
+def test_ema_weights_are_scored_before_packing(tiny_dataset, workdir):
+    """With EMA the packed weights are the EMA ones, so the quantization gap is measured from
+    their score, not from the live weights' last validation."""
+    cfg = tiny_config(*tiny_dataset, iterations=6, ema_decay=0.5)
+    cfg.run_id = "ema"
+    session, state = train(cfg)
+    assert state.history[-1]["ema"] and not state.history[-2]["ema"]
+    summary = finalize(session, state, code_bytes=0)
+    assert summary.pre_quant["val_bpb"] == state.history[-1]["val_bpb"]
+    assert "ema_step:6/6 val_loss:" in (workdir / "logs" / "ema.txt").read_text()

@@ -123,10 +123,12 @@ class QuantConfig:
     attn_bits: int = 6  # bits per attention weight, 2..8, or 16 = fp16 (mixed scheme)
     mlp_bits: int = 6  # bits per MLP weight, 2..8, or 16 = fp16 (mixed scheme)
     embed_bits: int = 7  # bits per embedding weight, 2..8, or 16 = fp16 (mixed; records: 7)
+    hash_bits: int = 7  # bits per BigramHash / value-embedding table weight (mixed)
     clip: str = "sdclip"  # row clip rule: percentile (official quantile) | sdclip (k * row std) | search (min MSE)
     attn_clip_sigmas: float = 13.0  # SDClip k for attention: clip = k*std, step = clip/(2^(bits-1)-1) (PR #1855, int6)
     mlp_clip_sigmas: float = 11.5  # SDClip k for MLP (PR #1855, int6)
     embed_clip_sigmas: float = 14.0  # SDClip k for embeddings (PR #1855, int7)
+    hash_clip_sigmas: float = 14.0  # SDClip k for BigramHash / value-embedding tables
     gptq: bool = False  # full-Hessian GPTQ on quantized matrices (needs Hessians from training data)
     gptq_calib_batches: int = 16  # training batches for Hessians (never validation data)
     gptq_block_size: int = 128  # GPTQ column block (lazy updates)
@@ -353,7 +355,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"quant.compressor={q.compressor!r}: expected zlib|zstd|brotli|lzma|auto")
     if q.scheme not in ("int8", "mixed"):
         raise ConfigError(f"quant.scheme={q.scheme!r}: expected int8 or mixed")
-    for name in ("attn_bits", "mlp_bits", "embed_bits"):
+    for name in ("attn_bits", "mlp_bits", "embed_bits", "hash_bits"):
         if not (2 <= getattr(q, name) <= 8 or getattr(q, name) == 16):
             raise ConfigError(f"quant.{name}={getattr(q, name)}: expected 2..8, or 16 (fp16)")
     if q.clip not in ("percentile", "sdclip", "search") or min(q.attn_clip_sigmas, q.mlp_clip_sigmas, q.embed_clip_sigmas) <= 0:

@@ -37,6 +37,8 @@ def group_bits_and_k(qcfg: QuantConfig, group: str) -> tuple[int, float]:
     """(bits, SDClip k) configured for a tensor group."""
     if group == "embed":
         return qcfg.embed_bits, qcfg.embed_clip_sigmas
+    if group == "hash":
+        return qcfg.hash_bits, qcfg.hash_clip_sigmas
     if group == "attn":
         return qcfg.attn_bits, qcfg.attn_clip_sigmas
     if group == "mlp":

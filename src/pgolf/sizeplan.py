@@ -33,11 +33,11 @@ from pgolf.sizing import param_shapes, tensor_group
 # within 0.2% of the empirical one for int5/k8, int6/k11.5, int6/k13, int7/k14, int8/k20 in every
 # group, although the rows' kurtosis (embed 2.89, attn 3.42, mlp 3.49) fits beta 2.1/1.7/1.6: the
 # few outliers set the kurtosis, the bulk sets the entropy.
-GENNORM_BETA = {"embed": 2.0, "attn": 2.0, "mlp": 2.0}
+GENNORM_BETA = {"embed": 2.0, "hash": 2.0, "attn": 2.0, "mlp": 2.0}  # hash: not fitted, as embed
 # Compressed code bits / empirical order-0 entropy (best codec and transform of each group stream;
 # brotli won everywhere), same measurement, mean over the five grids above. Embedding rows carry
 # structure the coder finds (< 1).
-CODER_OVERHEAD = {"embed": 0.986, "attn": 1.013, "mlp": 1.009}
+CODER_OVERHEAD = {"embed": 0.986, "hash": 0.986, "attn": 1.013, "mlp": 1.009}  # hash: as embed
 # Compressed bytes / raw bytes of the fp16 stream of row scales + small control tensors
 # (16,283 of 23,632 bytes, shuffle2+brotli, int5/int5/int7 GPTQ+LQER on the benchmark model).
 FP16_STREAM_RATIO = 0.69
@@ -50,7 +50,7 @@ LQER_CODE_BITS = 3.1
 # 17,178,912-byte payload). CPU-trained proxies compress better (0.744 on the benchmark model), so
 # int8 predictions for them run high.
 INT8_ZLIB_RATIO = 0.92
-SIZE_GROUPS = ("embed", "attn", "mlp", "control")
+SIZE_GROUPS = ("embed", "hash", "attn", "mlp", "control")
 ARRAY_SUFFIXES = (".q", ".s", ".lqa", ".lqas", ".lqb", ".lqbs", ".perm")
 
 

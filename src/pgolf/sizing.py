@@ -15,7 +15,8 @@ from pgolf.model import GPT, layer_schedule
 
 # Tensor groups (by parameter name) used by size tables and per-group quantization.
 GROUP_RULES = (
-    ("embed", ("tok_emb", "lm_head", "bigram_table", "bigram_proj", "ve_table", "ve_proj")),
+    ("hash", ("bigram_table", "bigram_proj", "ve_table", "ve_proj")),  # extra lookup tables
+    ("embed", ("tok_emb", "lm_head")),
     ("attn", (".attn.c_q", ".attn.c_k", ".attn.c_v", ".attn.proj")),
     ("mlp", (".mlp.fc", ".mlp.proj")),
 )
@@ -25,7 +26,7 @@ INT8_ZLIB_BYTES_PER_PARAM = 15_815_847 / 17_059_912
 
 
 def tensor_group(name: str) -> str:
-    """embed | attn | mlp | control (every small/control tensor)."""
+    """hash | embed | attn | mlp | control (every small/control tensor)."""
     for group, keys in GROUP_RULES:
         if any(k in name for k in keys):
             return group
@@ -40,7 +41,7 @@ def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def params_by_group(cfg: ModelConfig) -> dict[str, int]:
-    out: dict[str, int] = {"embed": 0, "attn": 0, "mlp": 0, "control": 0}
+    out: dict[str, int] = {"embed": 0, "hash": 0, "attn": 0, "mlp": 0, "control": 0}
     for name, shape in param_shapes(cfg).items():
         n = 1
         for d in shape:

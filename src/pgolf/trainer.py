@@ -196,16 +196,16 @@ def warmup(s: Session) -> None:
     s.loader = new_loader(s)
 
 
-def validate_now(s: Session, st: TrainState) -> Score:
+def validate_now(s: Session, st: TrainState, tag: str = "") -> Score:
     """Official mid-training validation: non-overlapping windows of train_seq_len."""
     e, t = s.cfg.eval, s.cfg.train
     seqs = max(e.val_batch_size // (s.rt.world_size * s.grad_accum * t.train_seq_len), 1)
     score = evaluate(s.base, s.val.tokens, s.val.tables, window=t.train_seq_len, stride=0, batch_seqs=seqs,
                      rank=s.rt.rank, world_size=s.rt.world_size, device=s.rt.device, autocast=s.autocast)
-    s.log(f"step:{st.step}/{t.iterations} val_loss:{score.val_loss:.4f} val_bpb:{score.val_bpb:.4f} "
+    s.log(f"{tag}step:{st.step}/{t.iterations} val_loss:{score.val_loss:.4f} val_bpb:{score.val_bpb:.4f} "
           f"train_time:{st.training_time_ms:.0f}ms step_avg:{st.training_time_ms / max(st.step, 1):.2f}ms")
     st.history.append({"step": st.step, "val_loss": score.val_loss, "val_bpb": score.val_bpb,
-                       "train_time_ms": st.training_time_ms})
+                       "train_time_ms": st.training_time_ms, "ema": bool(tag)})
     return score
 
 
@@ -318,14 +318,15 @@ def train_loop(s: Session, st: TrainState, progress=None) -> TrainState:
         _after_step(s, st, t0)
 
 
-def use_ema_weights(s: Session) -> None:
-    """Load the EMA weights (records' final model) into the live model."""
+def use_ema_weights(s: Session) -> bool:
+    """Load the EMA weights (records' final model) into the live model; True if it did."""
     if s.ema is None:
-        return
+        return False
     with torch.no_grad():
         for k, v in s.base.state_dict().items():
             v.copy_(s.ema[k].to(v.dtype))
     s.log(f"ema:applied decay:{s.cfg.train.ema_decay}")
+    return True
 
 
 def run_training(cfg: RunConfig, resume_from: str | Path | None = None) -> tuple[Session, TrainState]:
@@ -341,7 +342,8 @@ def run_training(cfg: RunConfig, resume_from: str | Path | None = None) -> tuple
     if s.rt.device.type == "cuda":
         s.log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 1024 // 1024} MiB "
               f"reserved: {torch.cuda.max_memory_reserved() // 1024 // 1024} MiB")
-    use_ema_weights(s)
+    if use_ema_weights(s):
+        validate_now(s, st, tag="ema_")  # the pre-quantization score of the weights actually packed
     return s, st
 
 
