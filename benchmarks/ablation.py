@@ -10,12 +10,13 @@ benchmarks/results/ablation/.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from pgolf.cli import main
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(os.environ.get("PGOLF_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 BASE = "frontier-cpu-proxy"
 LEAVE_ONE_OUT = {
     "xsa": "model.xsa_layers=",

@@ -9,12 +9,13 @@ measures is written to benchmarks/results/proxy/ (results.json, table.md, final_
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from pgolf.cli import main
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(os.environ.get("PGOLF_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 DEFAULTS = ["bench", "proxy", "--data", str(SHARED / "fineweb_sample" / "sp1024"),
             "--tokenizer", str(SHARED / "tokenizers" / "fineweb_1024_bpe.model"),
             "--out", str(Path(__file__).resolve().parent / "results" / "proxy")]

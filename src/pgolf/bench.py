@@ -29,6 +29,10 @@ OFFICIAL_CAP = 16_000_000
 DEFAULT_RECIPES = ("naive-baseline-cpu-proxy", "frontier-cpu-proxy")
 
 
+class BenchError(RuntimeError):
+    """A benchmark run that failed; its log file says why."""
+
+
 @dataclass
 class RunResult:
     """One training run of one recipe, read from its summary.json."""
@@ -124,7 +128,7 @@ def run_one(recipe: str, repeat: int, seed: int, args, out_dir: Path, peak: floa
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=out_dir)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"{recipe} (repeat {repeat}) failed with exit code {proc.returncode}; see {out_dir / (run_id + '.log')}")
+        raise BenchError(f"{recipe} (repeat {repeat}) failed with exit code {proc.returncode}; see {out_dir / (run_id + '.log')}")
     res = read_result(recipe, repeat, seed, out_dir / "runs" / run_id / "summary.json", wall, peak)
     log(f"bench:{recipe} repeat:{repeat} steps:{res.steps} final_val_bpb:{res.final_bpb:.4f} wall:{wall:.0f}s")
     return res

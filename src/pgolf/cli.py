@@ -166,10 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input or a refused result, not a bug: reported in one line.
     (Our own errors derive from ValueError / FileNotFoundError, or are listed here.)"""
+    from pgolf.bench import BenchError
     from pgolf.download import DownloadError
     from pgolf.trainer import NonFiniteLossError
 
-    return (ValueError, FileNotFoundError, DownloadError, NonFiniteLossError)
+    return (ValueError, FileNotFoundError, DownloadError, NonFiniteLossError, BenchError)
 
 
 def main(argv: list[str] | None = None) -> int:
