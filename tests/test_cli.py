@@ -105,3 +105,23 @@ def test_dry_run_prints_params_size_and_flops(capsys):
 def test_bad_option_is_one_line(capsys):
     code, _, err = run_cli(capsys, ["train", "--preset", "naive-baseline", "--set", "model.depth=3", "--dry-run"])
     assert code == 2 and "model.depth" in one_line_error(err)
+
+
+def test_weights_for_another_model_are_one_line(tiny_dataset, tmp_path, capsys, monkeypatch):
+    """Official-format weights of a different shape: named file, one line, no traceback."""
+    import torch
+
+    from conftest import tiny_config
+    from pgolf.model import GPT
+
+    monkeypatch.chdir(tmp_path)
+    data, tok = tiny_dataset
+    cfg = tiny_config(data, tok)
+    cfg.model.model_dim = 64
+    torch.save(GPT(cfg.model).state_dict(), tmp_path / "final_model.pt")
+    code, _, err = run_cli(capsys, ["eval", str(tmp_path / "final_model.pt"), "--preset", "naive-baseline", "--data", str(data),
+                                    "--tokenizer", str(tok), "--device", "cpu", "--set", f"model.vocab_size={TINY_VOCAB}",
+                                    "--set", "model.num_layers=2", "--set", "model.model_dim=32", "--set", "model.num_heads=2",
+                                    "--set", "model.num_kv_heads=1", "--set", "train.train_seq_len=32"])
+    line = one_line_error(err)
+    assert code == 2 and "final_model.pt" in line and "do not match" in line

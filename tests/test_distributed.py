@@ -44,10 +44,12 @@ def test_torchrun_two_processes_match_one(tiny_dataset, tmp_path):
     data, tok = tiny_dataset
     args = TINY_ARGS + ["--data", str(data), "--tokenizer", str(tok)]
     one = final_numbers(run([sys.executable, "-m", "pgolf", "train", "--run-id", "one"] + args, tmp_path))
+    # no run id: rank 0 generates one and every rank must use it (one run folder, one artifact)
     two_out = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                   "-m", "pgolf", "train", "--run-id", "two"] + args, tmp_path)
+                   "-m", "pgolf", "train"] + args, tmp_path)
     assert "world_size:2 grad_accum_steps:4" in two_out
     two = final_numbers(two_out)
+    assert len([p for p in (tmp_path / "runs").iterdir() if p.name != "one"]) == 1
     assert len(one["train_losses"]) == len(two["train_losses"]) == 6
     for a, b in zip(one["train_losses"], two["train_losses"]):
         assert a == pytest.approx(b, abs=2e-4)

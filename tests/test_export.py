@@ -79,3 +79,22 @@ def write_cfg(cfg, tmp_path):
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(config_to_dict(cfg)))
     return path
+
+
+@pytest.mark.slow
+def test_pgolf_run_writes_a_record_folder(tiny_dataset, tmp_path):
+    """The main job's last stage: README, submission.json, the literal train_gpt.py it counted, the log."""
+    import json
+
+    data, tok = tiny_dataset
+    cfg = tiny_config(data, tok, iterations=3)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "pgolf", "run", "--config", str(write_cfg(cfg, tmp_path)), "--run-id", "rec",
+                          "--seed", "7"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    folder = next((tmp_path / "records" / "track_10min_16mb").glob("*_rec"))
+    sub = json.loads((folder / "submission.json").read_text())
+    assert sub["bytes_code"] == (folder / "train_gpt.py").stat().st_size
+    assert sub["bytes_total"] > sub["bytes_code"] and sub["seeds"] == [7] and sub["val_bpb"] > 0
+    assert (folder / "train_seed7.log").read_text().count("final_int8_zlib_roundtrip_exact") == 1
+    assert "Reproduce" in (folder / "README.md").read_text()

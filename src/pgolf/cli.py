@@ -84,7 +84,9 @@ def cmd_train(args: argparse.Namespace, record: bool = False) -> int:
         print(f"summary:{session.run_dir / 'summary.json'} final_val_bpb:{final_scores(summary)['val_bpb']:.8f}")
         if record:
             print(f"record:{write_record(cfg, summary, session.log.path)}")
-    shutdown(session.rt)
+    rt = session.rt
+    del session, state
+    shutdown(rt)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -58,7 +59,12 @@ def init_runtime(requested_device: str = "auto") -> Runtime:
 
 
 def shutdown(rt: Runtime) -> None:
+    """Collect what the caller released (DDP reducers keep gloo work objects alive in reference
+    cycles; freeing those during interpreter teardown aborts the process), wait for every rank,
+    then tear the group down. Callers drop their model references before calling this."""
+    gc.collect()
     if rt.distributed and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

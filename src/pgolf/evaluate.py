@@ -21,6 +21,7 @@ from pgolf.model import GPT
 from pgolf.quant import load_official_checkpoint, unpack
 from pgolf.runlog import RunLog, is_tty
 from pgolf.scoring import evaluate
+from pgolf.trainer import load_matching
 
 
 def weights_kind(path: Path, kind: str = "auto") -> str:
@@ -69,7 +70,7 @@ def run_eval(cfg: RunConfig, path: Path, kind: str = "auto") -> dict:
     state = load_weights(cfg, path, kind)
     log = RunLog(None, master=rt.master)
     model = GPT(cfg.model).to(rt.device)
-    model.load_state_dict({k: v.to(rt.device) for k, v in state.items()}, strict=True)
+    load_matching(model, {k: v.to(rt.device) for k, v in state.items()}, path)
     model.set_recurrence(bool(cfg.model.recur_layers) and cfg.model.recur_loops > 1)
     data = resolve_data(cfg, log)
     val = load_val_data(cfg, data)

@@ -34,4 +34,6 @@ def own_file_bytes() -> int:
 def submission_main() -> None:
     session, state = run_training(embedded_config())
     finalize(session, state, code_bytes=own_file_bytes())
-    shutdown(session.rt)
+    rt = session.rt
+    del session, state
+    shutdown(rt)

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from pgolf.checkpoint import load_checkpoint, save_checkpoint
+from pgolf.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pgolf.config import RunConfig, config_to_dict, validate
 from pgolf.datasource import ValData, load_val_data, resolve_data
 from pgolf.distributed import Runtime, autocast_for, broadcast_flag, init_runtime
@@ -104,13 +104,21 @@ def wrap_model(base: GPT, cfg: RunConfig, rt: Runtime) -> nn.Module:
     return model
 
 
+def shared_run_id(rt: Runtime) -> str:
+    """A fresh run id, the same on every rank (rank 0's, broadcast)."""
+    ids = [str(uuid.uuid4())]
+    if rt.distributed:
+        dist.broadcast_object_list(ids, src=0)
+    return ids[0]
+
+
 def setup(cfg: RunConfig) -> Session:
     """Runtime, logging, data, model, optimizers, loader."""
     validate(cfg)
     rt = init_runtime(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    cfg.run_id = cfg.run_id or str(uuid.uuid4())
+    cfg.run_id = cfg.run_id or shared_run_id(rt)
     run_dir = Path(cfg.out_dir) / cfg.run_id
     log = RunLog(Path("logs") / f"{cfg.run_id}.txt", master=rt.master)
     if rt.master:
@@ -251,13 +259,23 @@ def write_checkpoint(s: Session, st: TrainState) -> None:
     save_checkpoint(checkpoint_path(s), s.base.state_dict(), s.optimizers, extra, s.ema)
 
 
+def load_matching(model: nn.Module, state: dict, source: Path) -> None:
+    """load_state_dict, with a one-line error naming the file when the weights do not fit."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        detail = str(exc).strip().splitlines()[1].strip() if len(str(exc).strip().splitlines()) > 1 else ""
+        raise CheckpointError(f"{source}: weights do not match this model config ({first} {detail})") from None
+
+
 def resume(s: Session, path: Path) -> TrainState:
     """Restore model, optimizers, EMA, loader position and clocks from a checkpoint."""
     model_sd, opt_sds, extra, ema = load_checkpoint(path)
     if extra.get("world_size", 1) != s.rt.world_size:
         raise ValueError(f"{path}: written with world_size={extra.get('world_size')}, resuming with {s.rt.world_size}")
     s.base.set_recurrence(bool(extra["recur_active"]))
-    s.base.load_state_dict(model_sd, strict=True)
+    load_matching(s.base, model_sd, path)
     for o, sd in zip(s.optimizers, opt_sds, strict=True):
         o.load_state_dict(sd)
     s.ema = ema
