@@ -43,3 +43,7 @@ def test_recipe_specs_carry_overrides(tmp_path):
     cmd = " ".join(train_command("p@model.ln_scale=0", 1, 1, "x", tmp_path, None, None, 1, ["a.b=1"]))
     assert "--preset p " in cmd and "model.ln_scale=0 --set a.b=1" in cmd
     assert "@" not in run_label("p@model.ln_scale=0") and "=" not in run_label("p@a=1")
+    assert run_label("p@a=1") != run_label("p@a_1")  # sanitising alone would merge these
+    long_a, long_b = "p@data.data_path=" + "x" * 200 + "/a", "p@data.data_path=" + "x" * 200 + "/b"
+    assert run_label(long_a) != run_label(long_b) and len(run_label(long_a)) <= 120
+    assert run_label("naive-baseline-cpu-proxy") == "naive-baseline-cpu-proxy"

@@ -9,6 +9,7 @@ peak is measured in the same run, so MFU is a ratio of two measurements on the s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import statistics
@@ -73,9 +74,14 @@ def parse_recipe(spec: str) -> tuple[str, list[str]]:
     return preset, [s for s in sets if s]
 
 
-def run_label(spec: str) -> str:
-    """A file-system-safe run id for a recipe spec."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in spec)[:120]
+def run_label(spec: str, limit: int = 120) -> str:
+    """A file-system-safe run id for a recipe spec; long specs keep a prefix plus a hash of the
+    whole spec, so two recipes that share a long prefix never share a run folder."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec)
+    if len(safe) <= limit and safe == spec:
+        return safe
+    digest = hashlib.sha256(spec.encode()).hexdigest()[:10]
+    return f"{safe[:limit - 11]}-{digest}"
 
 
 def train_command(recipe: str, budget: float, seed: int, run_id: str, out_dir: Path, data: str | None,
