@@ -87,3 +87,11 @@ def test_layer_specs():
     assert parse_layer_spec("0-1, 4", 5) == [0, 1, 4]
     with pytest.raises(ConfigError, match="outside"):
         parse_layer_spec("3-9", 5)
+
+
+def test_every_clip_sigma_must_be_positive():
+    for name in ("attn_clip_sigmas", "mlp_clip_sigmas", "embed_clip_sigmas", "hash_clip_sigmas"):
+        cfg = RunConfig()
+        setattr(cfg.quant, name, 0.0)
+        with pytest.raises(ConfigError, match="clip_sigmas"):
+            validate(cfg)

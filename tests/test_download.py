@@ -220,3 +220,15 @@ def test_cli_download_prints_paths(hub, tmp_path, capsys):
     assert lines[0] == "download:ok variant:sp1024 downloaded:4 skipped:0"
     assert f"DATA_PATH={out / 'datasets' / 'fineweb10B_sp1024'}" in lines
     assert f"TOKENIZER_PATH={out / 'tokenizers' / 'fineweb_1024_bpe.model'}" in lines
+
+
+def test_repo_choice_arg_then_env_then_variant_then_default(monkeypatch):
+    """sp8192 is not in the official repo: without --repo-id or the env var, its republish is used."""
+    from pgolf.download import DEFAULT_HUB_REPO_ID, VARIANT_HUB_REPO, hub_settings
+
+    monkeypatch.delenv("MATCHED_FINEWEB_REPO_ID", raising=False)
+    assert hub_settings(variant="sp8192")[0] == VARIANT_HUB_REPO["sp8192"] != DEFAULT_HUB_REPO_ID
+    assert hub_settings(variant="sp1024")[0] == hub_settings()[0] == DEFAULT_HUB_REPO_ID
+    assert hub_settings("me/data", variant="sp8192")[0] == "me/data"
+    monkeypatch.setenv("MATCHED_FINEWEB_REPO_ID", "env/data")
+    assert hub_settings(variant="sp8192")[0] == "env/data"

@@ -12,13 +12,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 CKPT_FORMAT = "pgolf-ckpt-v1"
 
 
 class CheckpointError(ValueError):
     """A missing, unreadable or mismatching checkpoint."""
+
+
+def load_matching(model: nn.Module, state: dict[str, Tensor], source: Path) -> None:
+    """load_state_dict, with a one-line error naming the file when the weights do not fit."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        summary = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])
+        raise CheckpointError(f"{source}: weights do not match this model config ({summary})") from None
 
 
 def _flatten_optimizer(i: int, sd: dict, tensors: dict[str, Tensor]) -> dict:

@@ -358,7 +358,7 @@ def validate(cfg: RunConfig) -> None:
     for name in ("attn_bits", "mlp_bits", "embed_bits", "hash_bits"):
         if not (2 <= getattr(q, name) <= 8 or getattr(q, name) == 16):
             raise ConfigError(f"quant.{name}={getattr(q, name)}: expected 2..8, or 16 (fp16)")
-    if q.clip not in ("percentile", "sdclip", "search") or min(q.attn_clip_sigmas, q.mlp_clip_sigmas, q.embed_clip_sigmas) <= 0:
+    if q.clip not in ("percentile", "sdclip", "search") or min(q.attn_clip_sigmas, q.mlp_clip_sigmas, q.embed_clip_sigmas, q.hash_clip_sigmas) <= 0:
         raise ConfigError(f"quant.clip={q.clip!r} must be percentile|sdclip|search and quant.*_clip_sigmas > 0")
     if q.transform not in ("auto", "none", "shuffle", "bitpack", "transpose", "reorder"):
         raise ConfigError(f"quant.transform={q.transform!r}: expected auto|none|shuffle|bitpack|transpose|reorder")

@@ -78,8 +78,8 @@ def add_download_parser(sub) -> None:
                    help="train shards to fetch (100M tokens each; val is always fetched; default 1)")
     p.add_argument("--out", type=Path, default=Path(DATACLI_DEFAULT_ROOT),
                    help="local root: <out>/datasets/fineweb10B_<variant>/ and <out>/tokenizers/ (default data)")
-    p.add_argument("--repo-id", default=None, help="HF dataset repo (default $MATCHED_FINEWEB_REPO_ID "
-                   "or willdepueoai/parameter-golf)")
+    p.add_argument("--repo-id", default=None, help="HF dataset repo (default $MATCHED_FINEWEB_REPO_ID, else "
+                   "kevclark/parameter-golf for sp8192, else willdepueoai/parameter-golf)")
     p.add_argument("--remote-root", default=None, help="folder inside the repo (default "
                    "$MATCHED_FINEWEB_REMOTE_ROOT_PREFIX or datasets)")
     p.set_defaults(func=cmd_data_download)

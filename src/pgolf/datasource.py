@@ -7,7 +7,6 @@ default layout downloads them; otherwise the run stops with a message saying wha
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,11 +49,6 @@ def _missing_message(path: Path) -> str:
     )
 
 
-# Where each tokenization's cached export lives on the hub when MATCHED_FINEWEB_REPO_ID is unset:
-# sp8192 is not in the official repo; the records download it from this republish.
-VARIANT_HUB_REPO = {"sp8192": "kevclark/parameter-golf"}
-
-
 def _maybe_download(cfg: RunConfig, path: Path, log) -> None:
     """Fetch the official export when a GPU run uses the default layout (./data/datasets/...)."""
     variant = f"sp{cfg.model.vocab_size}"
@@ -62,9 +56,8 @@ def _maybe_download(cfg: RunConfig, path: Path, log) -> None:
         raise DataMissingError(_missing_message(path))
     from pgolf.download import download_variant
 
-    repo = os.environ.get("MATCHED_FINEWEB_REPO_ID") or VARIANT_HUB_REPO.get(variant)
     log(f"data:downloading {variant} export ({cfg.train_shards} train shards) into {path.parent.parent}")
-    download_variant(variant, train_shards=cfg.train_shards, out=path.parent.parent, repo_id=repo)
+    download_variant(variant, train_shards=cfg.train_shards, out=path.parent.parent)
 
 
 def resolve_data(cfg: RunConfig, log=print) -> DataSource:

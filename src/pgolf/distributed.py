@@ -62,8 +62,8 @@ def shutdown(rt: Runtime) -> None:
     """Collect what the caller released (DDP reducers keep gloo work objects alive in reference
     cycles; freeing those during interpreter teardown aborts the process), wait for every rank,
     then tear the group down. Callers drop their model references before calling this."""
-    gc.collect()
     if rt.distributed and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 

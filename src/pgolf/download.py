@@ -28,6 +28,9 @@ from pgolf.shards import ShardError, read_shard_header
 DEFAULT_HUB_REPO_ID = "willdepueoai/parameter-golf"
 DEFAULT_HUB_REMOTE_ROOT = "datasets"
 HUB_REPO_ENV = "MATCHED_FINEWEB_REPO_ID"
+# Tokenizations whose cached export is not in the official repo: the records download sp8192 from
+# this republish. Used when neither --repo-id nor $MATCHED_FINEWEB_REPO_ID names a repo.
+VARIANT_HUB_REPO = {"sp8192": "kevclark/parameter-golf"}
 HUB_ROOT_ENV = "MATCHED_FINEWEB_REMOTE_ROOT_PREFIX"
 HUB_MANIFEST_NAME = "manifest.json"
 PARTIAL_SUFFIX = ".part"
@@ -60,9 +63,11 @@ class DownloadSummary:
         return next((p for p in self.tokenizer_files if p.suffix == ".model"), None)
 
 
-def hub_settings(repo_id: str | None = None, remote_root: str | None = None) -> tuple[str, str]:
-    """Repo id and remote root prefix: arguments, else the official env vars, else the defaults."""
-    repo = repo_id or os.environ.get(HUB_REPO_ENV) or DEFAULT_HUB_REPO_ID
+def hub_settings(repo_id: str | None = None, remote_root: str | None = None,
+                 variant: str | None = None) -> tuple[str, str]:
+    """Repo id and remote root prefix: arguments, else the official env vars, else the variant's
+    known repo, else the defaults."""
+    repo = repo_id or os.environ.get(HUB_REPO_ENV) or VARIANT_HUB_REPO.get(variant or "") or DEFAULT_HUB_REPO_ID
     root = remote_root if remote_root is not None else os.environ.get(HUB_ROOT_ENV, DEFAULT_HUB_REMOTE_ROOT)
     return repo, root.strip().strip("/")
 
@@ -252,7 +257,7 @@ def download_variant(variant: str = "sp1024", train_shards: int = 1, out: str | 
     """
     if train_shards < 0:
         raise ValueError(f"train_shards must be >= 0, got {train_shards}")
-    repo, prefix = hub_settings(repo_id, remote_root)
+    repo, prefix = hub_settings(repo_id, remote_root, variant)
     out = Path(out)
     manifest = load_hub_manifest(out, repo, prefix)
     dataset_dir, plan = plan_downloads(manifest, variant, train_shards, out, prefix)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from pgolf.checkpoint import load_matching
 from pgolf.config import RunConfig, model_config_from_dict
 from pgolf.datasource import load_val_data, resolve_data
 from pgolf.distributed import autocast_for, init_runtime, shutdown
@@ -21,7 +22,6 @@ from pgolf.model import GPT
 from pgolf.quant import load_official_checkpoint, unpack
 from pgolf.runlog import RunLog, is_tty
 from pgolf.scoring import evaluate
-from pgolf.trainer import load_matching
 
 
 def weights_kind(path: Path, kind: str = "auto") -> str:

@@ -25,7 +25,7 @@ from pgolf.config import ModelConfig, QuantConfig
 from pgolf.lowbit import DEFAULT_PERCENTILE, qmax
 from pgolf.mixedquant import FP16_BITS, group_bits_and_k, treatment
 from pgolf.quant import QuantizedState, pack
-from pgolf.sizing import param_shapes, tensor_group
+from pgolf.sizing import TENSOR_GROUPS, param_shapes, tensor_group
 
 # Shape of the generalized normal whose code entropy matches the trained weights' (beta = 2 is
 # Gaussian). Measured with `benchmarks/bench_compression.py --fit-planner` on the 4x256 benchmark
@@ -50,7 +50,6 @@ LQER_CODE_BITS = 3.1
 # 17,178,912-byte payload). CPU-trained proxies compress better (0.744 on the benchmark model), so
 # int8 predictions for them run high.
 INT8_ZLIB_RATIO = 0.92
-SIZE_GROUPS = ("embed", "hash", "attn", "mlp", "control")
 ARRAY_SUFFIXES = (".q", ".s", ".lqa", ".lqas", ".lqb", ".lqbs", ".perm")
 
 
@@ -163,7 +162,7 @@ def _width(entry: dict, stored_dtype: str) -> str:
 
 
 def _rows_from(params: dict[str, int], nbytes: dict[str, float], widths: dict[str, set]) -> list[GroupRow]:
-    order = list(SIZE_GROUPS) + sorted(set(params) - set(SIZE_GROUPS))
+    order = list(TENSOR_GROUPS) + sorted(set(params) - set(TENSOR_GROUPS))
     return [GroupRow(g, params.get(g, 0), "+".join(sorted(widths.get(g, set()))) or "-", nbytes.get(g, 0.0))
             for g in order if params.get(g, 0) or nbytes.get(g, 0.0)]
 

@@ -20,6 +20,7 @@ GROUP_RULES = (
     ("attn", (".attn.c_q", ".attn.c_k", ".attn.c_v", ".attn.proj")),
     ("mlp", (".mlp.fc", ".mlp.proj")),
 )
+TENSOR_GROUPS = ("embed", "hash", "attn", "mlp", "control")  # every group, in table order
 # Compressed bytes per stored byte of int8 payload, official int8+zlib on an 8xH100-trained
 # baseline: 15,815,847 artifact bytes for 17,059,912 params (~0.93 B/param incl. scales/fp16).
 INT8_ZLIB_BYTES_PER_PARAM = 15_815_847 / 17_059_912
@@ -41,7 +42,7 @@ def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def params_by_group(cfg: ModelConfig) -> dict[str, int]:
-    out: dict[str, int] = {"embed": 0, "hash": 0, "attn": 0, "mlp": 0, "control": 0}
+    out = dict.fromkeys(TENSOR_GROUPS, 0)
     for name, shape in param_shapes(cfg).items():
         n = 1
         for d in shape:

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from pgolf.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pgolf.checkpoint import load_checkpoint, load_matching, save_checkpoint
 from pgolf.config import RunConfig, config_to_dict, validate
 from pgolf.datasource import ValData, load_val_data, resolve_data
 from pgolf.distributed import Runtime, autocast_for, broadcast_flag, init_runtime
@@ -257,16 +257,6 @@ def write_checkpoint(s: Session, st: TrainState) -> None:
              "loader": [s.loader.stream.file_idx, s.loader.stream.pos], "history": st.history,
              "world_size": s.rt.world_size}
     save_checkpoint(checkpoint_path(s), s.base.state_dict(), s.optimizers, extra, s.ema)
-
-
-def load_matching(model: nn.Module, state: dict, source: Path) -> None:
-    """load_state_dict, with a one-line error naming the file when the weights do not fit."""
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        detail = str(exc).strip().splitlines()[1].strip() if len(str(exc).strip().splitlines()) > 1 else ""
-        raise CheckpointError(f"{source}: weights do not match this model config ({first} {detail})") from None
 
 
 def resume(s: Session, path: Path) -> TrainState:
