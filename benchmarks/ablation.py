@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from pgolf.cli import main
+from pgolf.cli.main import main
 
 SHARED = Path(os.environ.get("PGOLF_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 BASE = "frontier-cpu-proxy"

@@ -24,13 +24,15 @@ from pathlib import Path
 
 import torch
 
-from pgolf.config import RunConfig, apply_mapping
-from pgolf.datasource import load_val_data, resolve_data
-from pgolf.gptq import calibration_batches, collect_hessians
-from pgolf.model import GPT
-from pgolf.quant import pack, quantize, unpack
-from pgolf.scoring import evaluate
-from pgolf.sizeplan import predict_table
+from pgolf.core.config import RunConfig, apply_mapping
+from pgolf.data.source import load_val_data, resolve_data
+from pgolf.quant.gptq import calibration_batches, collect_hessians
+from pgolf.model.gpt import GPT
+from pgolf.model.inventory import quant_groups_for, quant_layout
+from pgolf.quant.pack import pack, unpack
+from pgolf.quant.schemes import quantize
+from pgolf.eval.scoring import evaluate
+from pgolf.quant.plan import predict_table
 
 DATA = "/work/shared/data/fineweb_sample/sp1024"
 TOKENIZER = "/work/shared/data/tokenizers/fineweb_1024_bpe.model"
@@ -87,7 +89,7 @@ def hessians_for(model: GPT, data, cfg: RunConfig, batches: int) -> tuple[dict, 
 def run_scheme(label, over, use_h, state, hessians, model, val, cfg, pre, out_dir) -> dict:
     q = replace(cfg.quant, **{"keep_float_max_numel": KEEP, "compressor": "auto", "transform": "auto", **over})
     t0 = time.perf_counter()
-    qs = quantize(state, q, hessians=hessians if use_h else None)
+    qs = quantize(state, quant_groups_for(cfg.model), q, hessians=hessians if use_h else None)
     t_quant = time.perf_counter() - t0
     path = out_dir / f"bench_{len(list(out_dir.glob('bench_*.pglf')))}.pglf"
     res = pack(qs, asdict(cfg.model), q, path)
@@ -98,7 +100,7 @@ def run_scheme(label, over, use_h, state, hessians, model, val, cfg, pre, out_di
     post = score(model, val, cfg)
     model.load_state_dict(state, strict=True)
     params = sum(v.numel() for v in state.values())
-    pred = predict_table(cfg.model, q).artifact_bytes
+    pred = predict_table(cfg.model, quant_layout(cfg.model), q).artifact_bytes
     return {"scheme": label, "bytes": res.bytes, "bpp": 8 * res.bytes / params, "gap": post - pre, "post": post,
             "quant_s": t_quant, "pack_s": res.seconds, "unpack_s": t_unpack, "pred": pred,
             "codecs": res.codec_sizes, "streams": [(s.label, s.transform, s.codec, s.raw, s.stored) for s in res.streams],
@@ -106,21 +108,21 @@ def run_scheme(label, over, use_h, state, hessians, model, val, cfg, pre, out_di
 
 
 def fit_planner(state: dict, cfg: RunConfig, hessians: dict) -> None:
-    """Measure the planner's constants on these trained weights (printed; copied into sizeplan)."""
+    """Measure the planner's constants on these trained weights (printed; copied into pgolf/quant/plan.py)."""
     import math
 
     import numpy as np
     from scipy.optimize import brentq
 
-    from pgolf.artifact import AUTO_CODECS, encode_stream
-    from pgolf.lowbit import quantize_rows
-    from pgolf.sizeplan import GENNORM_BETA, code_entropy_bits
-    from pgolf.sizing import tensor_group
+    from pgolf.quant.container import AUTO_CODECS, encode_stream
+    from pgolf.quant.lowbit import quantize_rows
+    from pgolf.quant.plan import GENNORM_BETA, code_entropy_bits
 
     def kurt_of(beta):
         return math.gamma(5 / beta) * math.gamma(1 / beta) / math.gamma(3 / beta) ** 2
 
-    mats = {g: [v.float() for n, v in state.items() if v.ndim == 2 and v.numel() > KEEP and tensor_group(n) == g]
+    groups = quant_groups_for(cfg.model)
+    mats = {g: [v.float() for n, v in state.items() if v.ndim == 2 and v.numel() > KEEP and groups[n] == g]
             for g in ("embed", "attn", "mlp")}
     for g, ws in mats.items():
         z = torch.cat([(w / w.std(dim=1, keepdim=True, unbiased=False)).reshape(-1) for w in ws])

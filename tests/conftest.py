@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pgolf.config import RunConfig
-from pgolf.presets import naive_baseline
+from pgolf.core.config import RunConfig
+from pgolf.core.presets import naive_baseline
 
 TINY_VOCAB = 320
 TINY_WORDS = ("the cat sat on a mat while golf scores fell 42 times; café naïve über ½ "
@@ -47,7 +47,7 @@ def tiny_texts(n: int, seed: int) -> list[str]:
 def tiny_dataset(tmp_path_factory) -> tuple[Path, Path]:
     """A tokenizer (vocab 320) and official-format shards built from generated text:
     (shard folder, tokenizer path). 40 val docs, ~600 train docs, small shards."""
-    from pgolf.databuild import build_shards, train_tokenizer
+    from pgolf.data.build import build_shards, train_tokenizer
 
     root = tmp_path_factory.mktemp("tinydata")
     docs = root / "docs.jsonl"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf.artifact import (
+from pgolf.quant.container import (
     ARTIFACT_MAGIC,
     PREFIX,
     ArtifactError,
@@ -24,9 +24,11 @@ from pgolf.artifact import (
     read_header,
     write_artifact,
 )
-from pgolf.config import ModelConfig, QuantConfig
-from pgolf.model import GPT
-from pgolf.quant import dequantize, pack, quantize, unpack
+from pgolf.core.config import ModelConfig, QuantConfig
+from pgolf.model.gpt import GPT
+from pgolf.model.inventory import quant_groups_for
+from pgolf.quant.pack import pack, unpack
+from pgolf.quant.schemes import dequantize, quantize
 
 
 def sample_arrays() -> dict[str, np.ndarray]:
@@ -111,7 +113,7 @@ def test_model_artifact_loads_without_pickle(tmp_path, monkeypatch):
     cfg = ModelConfig(num_layers=1, model_dim=64, num_heads=2, num_kv_heads=1, vocab_size=128)
     state = GPT(cfg).state_dict()
     q = QuantConfig(scheme="mixed", compressor="auto", keep_float_max_numel=256, lqer_rank=2, lqer_top_k=2)
-    qs = quantize(state, q)
+    qs = quantize(state, quant_groups_for(cfg), q)
     pack(qs, asdict(cfg), q, tmp_path / "m.pglf")
 
     def refuse(*a, **k):

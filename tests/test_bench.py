@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgolf.bench import OFFICIAL_CAP, OFFICIAL_NAIVE_MODEL_BYTES, RunResult, aggregate, markdown_table, run_order, train_command
+from pgolf.bench.proxy import OFFICIAL_CAP, OFFICIAL_NAIVE_MODEL_BYTES, RunResult, aggregate, markdown_table, run_order, train_command
 
 
 def fake(recipe, repeat, bpb, nbytes=1000):
@@ -36,7 +36,7 @@ def test_train_command_pins_threads_budget_and_seed(tmp_path):
 
 
 def test_recipe_specs_carry_overrides(tmp_path):
-    from pgolf.bench import parse_recipe, run_label
+    from pgolf.bench.proxy import parse_recipe, run_label
 
     assert parse_recipe("frontier-cpu-proxy@model.xsa_layers=@model.smear_gate=0") == (
         "frontier-cpu-proxy", ["model.xsa_layers=", "model.smear_gate=0"])

@@ -5,10 +5,11 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 
 from conftest import TINY_VOCAB
-from pgolf.cli import main
-from pgolf.shards import HEADER_BYTES
+from pgolf.cli.main import main
+from pgolf.data.shards import HEADER_BYTES
 
 
 def run_cli(capsys, argv) -> tuple[int, str, str]:
@@ -112,7 +113,7 @@ def test_weights_for_another_model_are_one_line(tiny_dataset, tmp_path, capsys, 
     import torch
 
     from conftest import tiny_config
-    from pgolf.model import GPT
+    from pgolf.model.gpt import GPT
 
     monkeypatch.chdir(tmp_path)
     data, tok = tiny_dataset
@@ -125,3 +126,22 @@ def test_weights_for_another_model_are_one_line(tiny_dataset, tmp_path, capsys, 
                                     "--set", "model.num_kv_heads=1", "--set", "train.train_seq_len=32"])
     line = one_line_error(err)
     assert code == 2 and "final_model.pt" in line and "do not match" in line
+
+
+def test_only_pgolf_errors_are_one_line_a_bug_shows_its_traceback(monkeypatch, capsys):
+    """User errors (PgolfError) -> one line, exit 2; any other exception is a bug and propagates."""
+    import pgolf.cli.main as cli_main
+    from pgolf.core.errors import UsageError
+
+    def raise_(exc):
+        def cmd(args):
+            raise exc
+        return cmd
+
+    monkeypatch.setattr(cli_main, "cmd_presets", raise_(UsageError("bad input")))
+    assert main(["presets"]) == 2
+    assert capsys.readouterr().err.strip() == "pgolf: error: bad input"
+    for bug in (ValueError("a bug"), KeyError("k"), FileNotFoundError("f"), RuntimeError("r")):
+        monkeypatch.setattr(cli_main, "cmd_presets", raise_(bug))
+        with pytest.raises(type(bug)):
+            main(["presets"])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pgolf.artifact import encode_stream
-from pgolf.codecs import CodecError, compress, compress_best, decompress
-from pgolf.lowbit import pack_bits, qmax, unpack_bits
-from pgolf.transforms import (
+from pgolf.quant.container import encode_stream
+from pgolf.quant.codecs import CodecError, compress, compress_best, decompress
+from pgolf.quant.lowbit import pack_bits, qmax, unpack_bits
+from pgolf.quant.transforms import (
     BYTE_TRANSFORMS,
     TransformError,
     apply_byte_transform,

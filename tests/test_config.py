@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 
-from pgolf.cli import add_config_args, build_config
-from pgolf.config import ConfigError, RunConfig, apply_env, load_config_file, parse_layer_spec, set_option, validate
-from pgolf.presets import PRESETS, get_preset
+from pgolf.cli.options import add_config_args, build_config
+from pgolf.core.config import ConfigError, RunConfig, apply_env, load_config_file, parse_layer_spec, set_option, validate
+from pgolf.core.presets import PRESETS, get_preset
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""Tests of pgolf.databuild: tokenizer training and shard building (official exporter semantics)."""
+"""Tests of pgolf.data.build: tokenizer training and shard building (official exporter semantics)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import shared_data_dir
-from pgolf.databuild import (
+from pgolf.data.build import (
     BUILD_MANIFEST_NAME,
     DocumentError,
     build_file_sha256,
@@ -20,9 +20,10 @@ from pgolf.databuild import (
     tokenizer_training_texts,
     train_tokenizer,
 )
-from pgolf.datacli import register_data_commands
-from pgolf.shards import BOS_ID, load_shard, load_shards, write_shard
-from pgolf.tokenizer import TokenizerError, load_sentencepiece
+from pgolf.cli.data import register_data_commands
+from pgolf.core.constants import BOS_ID
+from pgolf.data.shards import load_shard, load_shards, write_shard
+from pgolf.data.tokenizer import TokenizerError, load_sentencepiece
 
 TINY_VOCAB = 320
 WORDS = ("the cat dog sat on a mat and ran to big red house with apples in golf score café "

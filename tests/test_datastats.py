@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from conftest import shared_data_dir
-from pgolf.databuild import check_data_dir, shard_stats, train_tokenizer
-from pgolf.datacli import register_data_commands
-from pgolf.shards import BOS_ID, HEADER_BYTES, ShardError, load_shard, split_documents, write_shard
-from pgolf.tokenizer import TokenizerError, load_sentencepiece
+from pgolf.data.build import check_data_dir, shard_stats, train_tokenizer
+from pgolf.cli.data import register_data_commands
+from pgolf.core.constants import BOS_ID
+from pgolf.data.shards import HEADER_BYTES, ShardError, load_shard, split_documents, write_shard
+from pgolf.data.tokenizer import TokenizerError, load_sentencepiece
 
 TINY_VOCAB = 320
 WORDS = "the cat sat on a mat golf score 42 café naïve über shard ½ 東京 tokens".split()

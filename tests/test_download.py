@@ -1,4 +1,4 @@
-"""Tests of pgolf.download against a fake local hub (never the network)."""
+"""Tests of pgolf.data.download against a fake local hub (never the network)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-from pgolf.datacli import register_data_commands
-from pgolf.download import DownloadError, download_variant, hub_join, variant_dataset_dir
-from pgolf.shards import load_shard, write_shard
+from pgolf.cli.data import register_data_commands
+from pgolf.data.download import DownloadError, download_variant, hub_join, variant_dataset_dir
+from pgolf.data.shards import load_shard, write_shard
 
 REPO = "willdepueoai/parameter-golf"
 TRAIN_SHARDS_ON_HUB = 3
@@ -224,7 +224,7 @@ def test_cli_download_prints_paths(hub, tmp_path, capsys):
 
 def test_repo_choice_arg_then_env_then_variant_then_default(monkeypatch):
     """sp8192 is not in the official repo: without --repo-id or the env var, its republish is used."""
-    from pgolf.download import DEFAULT_HUB_REPO_ID, VARIANT_HUB_REPO, hub_settings
+    from pgolf.data.download import DEFAULT_HUB_REPO_ID, VARIANT_HUB_REPO, hub_settings
 
     monkeypatch.delenv("MATCHED_FINEWEB_REPO_ID", raising=False)
     assert hub_settings(variant="sp8192")[0] == VARIANT_HUB_REPO["sp8192"] != DEFAULT_HUB_REPO_ID

@@ -11,23 +11,30 @@ import sys
 import pytest
 
 from conftest import tiny_config
-from pgolf.export import (
+from pgolf.submit.export import (
     bundle_order,
     check_unique_names,
     compact_bundle,
     export_script,
     exported_code_bytes,
+    intra_imports,
+    module_path,
     readable_bundle,
     submission_config,
 )
-from pgolf.presets import frontier, naive_baseline
+from pgolf.core.presets import frontier, naive_baseline
 
 
 def test_bundle_rules_hold_for_the_whole_package():
     modules = bundle_order()
-    assert modules[-1] == "submission" or "submission" in modules
-    assert {"model", "trainer", "finalize", "quant", "scoring", "artifact"} <= set(modules)
+    assert len(modules) == len(set(modules))
+    assert {"submit.submission", "model.gpt", "train.trainer", "submit.finalize", "quant.schemes", "quant.pack",
+            "eval.scoring", "quant.container"} <= set(modules)
+    for i, name in enumerate(modules):  # every module comes after the modules it imports at top level
+        top, _ = intra_imports(ast.parse(module_path(name).read_text(encoding="utf-8")))
+        assert top <= set(modules[:i]), (name, top - set(modules[:i]))
     check_unique_names(modules)
+    assert "cli.main" not in modules and "bench.proxy" not in modules  # the command line is not shipped
 
 
 def test_readable_bundle_has_no_package_imports_and_parses():
@@ -36,7 +43,7 @@ def test_readable_bundle_has_no_package_imports_and_parses():
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             assert not (node.module or "").startswith("pgolf"), ast.unparse(node)
-    assert "# ---- pgolf/model.py ----" in text and text.rstrip().endswith("submission_main()")
+    assert "# ---- pgolf/model/gpt.py ----" in text and text.rstrip().endswith("submission_main()")
 
 
 def test_compact_size_is_the_literal_file_size(tmp_path):
@@ -74,7 +81,7 @@ def test_exported_script_trains_exactly_like_the_package(tiny_dataset, tmp_path)
 def write_cfg(cfg, tmp_path):
     import json
 
-    from pgolf.config import config_to_dict
+    from pgolf.core.config import config_to_dict
 
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(config_to_dict(cfg)))

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf.config import ModelConfig, QuantConfig
-from pgolf.gptq import calibration_batches, collect_hessians, gptq_codes, linear_weight_names, output_error, rtn_codes
-from pgolf.lowbit import dequantize_rows, fp16_row_scale, row_clip
-from pgolf.model import GPT
-from pgolf.quant import dequantize, quantize
-from pgolf.shards import write_shard
+from pgolf.core.config import ModelConfig, QuantConfig
+from pgolf.quant.gptq import calibration_batches, collect_hessians, gptq_codes, linear_weight_names, output_error, rtn_codes
+from pgolf.quant.lowbit import dequantize_rows, fp16_row_scale, row_clip
+from pgolf.model.gpt import GPT
+from pgolf.core.roles import quant_groups
+from pgolf.quant.schemes import dequantize, quantize
+from pgolf.data.shards import write_shard
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "fineweb_sample" / "sp1024"
 
@@ -97,11 +98,11 @@ def test_quantize_with_hessians_uses_gptq_until_the_deadline():
     q = QuantConfig(scheme="mixed", gptq=True, keep_float_max_numel=512, attn_bits=4, mlp_bits=4,
                     attn_clip_sigmas=6.0, mlp_clip_sigmas=6.0)
     state = model.state_dict()
-    on = quantize(state, q, hessians=hs)
+    on = quantize(state, quant_groups(model), q, hessians=hs)
     assert len(on.info["gptq"]) == sum(e["kind"] == "intq" for e in on.entries.values())
-    late = quantize(state, q, hessians=hs, deadline=time.perf_counter() - 1)
+    late = quantize(state, quant_groups(model), q, hessians=hs, deadline=time.perf_counter() - 1)
     assert late.info["gptq"] == [] and len(late.info["rtn_after_deadline"]) == len(on.info["gptq"])
-    rtn = quantize(state, q)  # no Hessians: round to nearest, same as after the deadline
+    rtn = quantize(state, quant_groups(model), q)  # no Hessians: round to nearest, same as after the deadline
     assert all(np.array_equal(rtn.arrays[n], late.arrays[n]) for n in rtn.arrays)
     total = {kind: sum(output_error(state[n], dequantize(s)[n], hs[n]) for n in on.info["gptq"])
              for kind, s in (("gptq", on), ("rtn", rtn))}

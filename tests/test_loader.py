@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pgolf.loader import DistributedTokenLoader, StreamPosition, TokenStream
-from pgolf.shards import write_shard
+from pgolf.data.loader import DistributedTokenLoader, StreamPosition, TokenStream
+from pgolf.data.shards import write_shard
 
 
 def make_shards(tmp_path, sizes=(1000, 333, 777)) -> str:

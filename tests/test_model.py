@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pgolf.config import ModelConfig
-from pgolf.model import GPT, layer_schedule, num_skips
-from pgolf.presets import frontier, naive_baseline
-from pgolf.sizing import param_shapes
+from pgolf.core.config import ModelConfig
+from pgolf.model.gpt import GPT, layer_schedule, num_skips
+from pgolf.core.presets import frontier, naive_baseline
+from pgolf.model.inventory import param_shapes
 
 OFFICIAL_BLOCK_TENSORS = {
     "attn_scale": (512,), "mlp_scale": (512,), "resid_mix": (2, 512), "attn.q_gain": (8,),
@@ -184,7 +184,7 @@ def test_no_information_crosses_bos_when_masked(name):
 
 def test_smear_without_mask_would_leak():
     """Guard the guard: the BOS mask is what stops the leak (PR #1797)."""
-    from pgolf.model import previous_tokens
+    from pgolf.model.gpt import previous_tokens
 
     ids = torch.tensor([[1, 5, 6, 1, 7]])
     prev, valid = previous_tokens(ids, 1)
@@ -235,3 +235,4 @@ def test_learned_asymmetric_softcap_bounds_logits():
     out = model.softcap(z)
     assert float(out.detach().max()) <= 5.0 and float(out.detach().min()) >= -2.0
     assert model.softcap_pos.requires_grad and model.softcap_neg.requires_grad
+

@@ -1,19 +1,60 @@
-"""Compatibility with the official script: int8 numerics, and scoring its checkpoints
-(`final_model.pt`, `final_model.int8.ptz`) with pgolf's scorer."""
+"""Compatibility with the official script, against files the official `train_gpt.py` wrote.
+
+The oracle is ../shared/data/official/ (its README has the exact configuration): a checkpoint and
+an int8+zlib artifact written by the official script at 2x128 on the FineWeb sample, and the
+scores it logged. pgolf must load both, reproduce the logged roundtrip score through `pgolf
+eval`, and its own int8 quantizer must reproduce the official artifact's tensors bit for bit."""
 
 from __future__ import annotations
 
 import io
-import zlib
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import tiny_config
-from pgolf.config import QuantConfig
-from pgolf.evaluate import run_eval
-from pgolf.model import GPT
-from pgolf.quant import dequantize, load_official_checkpoint, quantize_int8, quantize_int8_rows
+from pgolf.cli.main import main
+from pgolf.core.config import QuantConfig
+from pgolf.model.inventory import quant_groups_for
+from pgolf.quant.container import ArtifactError
+from pgolf.quant.official import load_official_checkpoint
+from pgolf.quant.schemes import dequantize, quantize_int8, quantize_int8_rows
+from pgolf.core.presets import naive_baseline
+
+# What the official script logged for these files (official/README.md).
+OFFICIAL_ROUNDTRIP = {"val_loss": 3.79157570, "val_bpb": 2.27176326}  # final_int8_zlib_roundtrip_exact, 8 decimals
+OFFICIAL_FP32 = {"val_loss": 3.7891, "val_bpb": 2.2703}  # the last validation line, 4 decimals
+OFFICIAL_SHAPE = ["--set", "model.num_layers=2", "--set", "model.model_dim=128", "--set", "model.num_heads=4",
+                  "--set", "model.num_kv_heads=2", "--set", "model.mlp_mult=2", "--set", "train.train_seq_len=256"]
+
+
+@pytest.fixture(scope="module")
+def official(shared_data) -> Path:
+    root = shared_data / "official"
+    if not (root / "final_model.int8.ptz").is_file() or not (root / "final_model.pt").is_file():
+        pytest.skip(f"official oracle files not found in {root}")
+    return root
+
+
+def official_model_config():
+    cfg = naive_baseline()
+    m = cfg.model
+    m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads, m.mlp_mult = 2, 128, 4, 2, 2.0
+    return cfg.model
+
+
+def pgolf_eval(path: Path, sp1024_paths, capsys) -> dict[str, float]:
+    data, tok = sp1024_paths
+    code = main(["eval", str(path), "--preset", "naive-baseline", "--data", str(data), "--tokenizer", str(tok),
+                 "--device", "cpu", *OFFICIAL_SHAPE])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    m = re.search(r"eval:nonoverlap window:256 stride:0 val_loss:(\S+) val_bpb:(\S+) tokens:(\d+)", out)
+    assert m, out
+    assert int(m.group(3)) == 1_039_872  # the official protocol: the val sample truncated to 256-token windows
+    return {"val_loss": float(m.group(1)), "val_bpb": float(m.group(2))}
+
 
 def test_int8_rows_follow_the_official_rule():
     torch.manual_seed(0)
@@ -26,67 +67,31 @@ def test_int8_rows_follow_the_official_rule():
     assert torch.equal(q, torch.clamp(torch.round(torch.clamp(w, -clip[:, None], clip[:, None]) / scale[:, None]), -127, 127).to(torch.int8))
     assert float((q.float() * s.float()[:, None] - w).abs()[:, :5].max()) <= float(s.float().max()) / 2 + 1e-3
 
-def official_int8_object(state: dict) -> dict:
-    """The official `quantize_state_dict_int8` object layout, built from pgolf's int8 numerics."""
-    qs = quantize_int8(state, QuantConfig(keep_float_max_numel=256))
-    obj = {"__quant_format__": "int8_clean_per_row_v1", "quantized": {}, "scales": {}, "dtypes": {},
-           "passthrough": {}, "qmeta": {}, "passthrough_orig_dtypes": {}}
-    for name, e in qs.entries.items():
-        if e["kind"] == "raw":
-            obj["passthrough"][name] = torch.from_numpy(qs.arrays[name].copy())
-            if obj["passthrough"][name].dtype == torch.float16:
-                obj["passthrough_orig_dtypes"][name] = "float32"
-        else:
-            obj["quantized"][name] = torch.from_numpy(qs.arrays[name + ".q"].copy())
-            obj["scales"][name] = torch.from_numpy(qs.arrays[name + ".s"].copy())
-            obj["dtypes"][name] = "float32"
-            obj["qmeta"][name] = {"scheme": "per_row", "axis": 0}
-    return obj, dequantize(qs)
 
-def test_official_checkpoints_load_exactly(tiny_dataset, tmp_path):
-    cfg = tiny_config(*tiny_dataset)
-    torch.manual_seed(0)
-    model = GPT(cfg.model)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    state = model.state_dict()
-    torch.save(state, tmp_path / "final_model.pt")
-    obj, deq = official_int8_object(state)
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    (tmp_path / "final_model.int8.ptz").write_bytes(zlib.compress(buf.getvalue(), 9))
+def test_pgolf_int8_reproduces_the_official_artifact(official):
+    """pgolf's int8 scheme on the official fp32 weights gives exactly the tensors the official
+    script's int8+zlib artifact holds (codes, scales and fp16 passthrough)."""
+    state = load_official_checkpoint(official / "final_model.pt")
+    theirs = load_official_checkpoint(official / "final_model.int8.ptz")
+    ours = dequantize(quantize_int8(state, quant_groups_for(official_model_config()), QuantConfig()))
+    assert sorted(ours) == sorted(theirs) == sorted(state)
+    for name in state:
+        assert torch.equal(ours[name].float(), theirs[name]), name
+    assert any(not torch.equal(theirs[n], state[n]) for n in state)  # quantization did change the weights
 
-    raw = load_official_checkpoint(tmp_path / "final_model.pt")
-    assert all(torch.equal(raw[k], state[k]) for k in state)
-    loaded = load_official_checkpoint(tmp_path / "final_model.int8.ptz")
-    assert all(torch.equal(loaded[k], deq[k].float()) for k in state)
 
-@pytest.mark.parametrize("kind", ["pt", "ptz"])
-def test_pgolf_eval_scores_official_files(tiny_dataset, tmp_path, kind):
-    cfg = tiny_config(*tiny_dataset)
-    torch.manual_seed(0)
-    model = GPT(cfg.model)
-    state = model.state_dict()
-    if kind == "pt":
-        torch.save(state, tmp_path / "final_model.pt")
-        path = tmp_path / "final_model.pt"
-    else:
-        obj, _ = official_int8_object(state)
-        buf = io.BytesIO()
-        torch.save(obj, buf)
-        path = tmp_path / "final_model.int8.ptz"
-        path.write_bytes(zlib.compress(buf.getvalue(), 9))
-    res = run_eval(cfg, path)["nonoverlap"]
-    # the same weights scored directly by pgolf's scorer give the same numbers
-    from pgolf.datasource import load_val_data, resolve_data
-    from pgolf.scoring import evaluate
+def test_pgolf_eval_reproduces_the_official_roundtrip_score(official, sp1024_paths, capsys):
+    got = pgolf_eval(official / "final_model.int8.ptz", sp1024_paths, capsys)
+    assert abs(got["val_bpb"] - OFFICIAL_ROUNDTRIP["val_bpb"]) < 1e-6, got
+    assert abs(got["val_loss"] - OFFICIAL_ROUNDTRIP["val_loss"]) < 1e-6, got
 
-    model.load_state_dict(load_official_checkpoint(path))
-    val = load_val_data(cfg, resolve_data(cfg))
-    direct = evaluate(model, val.tokens, val.tables, cfg.train.train_seq_len, 0, batch_seqs=cfg.eval.batch_seqs)
-    assert (res["tokens"], res["bytes"]) == (direct.tokens, direct.bytes)
-    assert res["val_bpb"] == pytest.approx(direct.val_bpb, rel=1e-6)
+
+@pytest.mark.slow
+def test_pgolf_eval_reproduces_the_official_fp32_score(official, sp1024_paths, capsys):
+    got = pgolf_eval(official / "final_model.pt", sp1024_paths, capsys)
+    assert abs(got["val_bpb"] - OFFICIAL_FP32["val_bpb"]) <= 5e-5, got  # logged at 4 decimals
+    assert abs(got["val_loss"] - OFFICIAL_FP32["val_loss"]) <= 5e-5, got
+
 
 def test_unsafe_pickle_is_refused(tmp_path):
     class Evil:
@@ -99,7 +104,5 @@ def test_unsafe_pickle_is_refused(tmp_path):
     buf = io.BytesIO()
     torch.save({"x": torch.zeros(1), "evil": Evil()}, buf, pickle_module=pickle)
     path.write_bytes(buf.getvalue())
-    from pgolf.artifact import ArtifactError
-
     with pytest.raises(ArtifactError, match="weights-only"):
         load_official_checkpoint(path)

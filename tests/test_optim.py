@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pgolf.config import ModelConfig, TrainConfig
-from pgolf.model import GPT
-from pgolf.optim import Muon, build_optimizers, lr_multiplier, muon_momentum_at, newton_schulz5, split_params
+from pgolf.core.config import ModelConfig, TrainConfig
+from pgolf.model.gpt import GPT
+from pgolf.train.optim import Muon, build_optimizers, newton_schulz5, split_params
+from pgolf.train.schedules import lr_multiplier, muon_momentum_at
 
 
 @pytest.mark.parametrize("kind,lo", [("ns5", 0.65), ("polar_express", 0.85)])
@@ -28,15 +29,17 @@ def test_official_split_covers_every_parameter_once():
                             bigram_buckets=16, bigram_dim=8, smear_gate=True, parallel_from=1, attn_gate="sparse"))
     groups = split_params(model)
     names = {id(p): n for n, p in model.named_parameters()}
-    matrix = {names[id(p)] for p in groups["matrix"]}
-    assert all(n.startswith("blocks.") and ("c_" in n or "proj" in n or "fc" in n) for n in matrix)
-    assert "tok_emb.weight" in {names[id(p)] for p in groups["embed"]}
-    from pgolf.optim import is_control
-
-    assert all(p.ndim < 2 or is_control(names[id(p)]) for p in groups["scalar"])
-    assert {"bigram.bigram_table", "bigram.bigram_proj.weight"} <= {names[id(p)] for p in groups["embed"]}
+    by_group = {g: {names[id(p)] for p in ps} for g, ps in groups.items()}
+    assert sum(len(v) for v in by_group.values()) == len(names)  # each parameter exactly once
+    matrix = {f"blocks.{i}.{m}.weight" for i in range(3) for m in ("attn.c_q", "attn.c_k", "attn.c_v", "attn.proj", "mlp.fc", "mlp.proj")}
+    assert by_group["muon"] == matrix
+    assert by_group["adam-embed"] == {"tok_emb.weight", "bigram.bigram_table", "bigram.bigram_proj.weight"}
+    assert by_group["adam-head"] == set()
+    assert {"blocks.0.attn.attn_gate", "blocks.1.resid_mix", "lane_post", "skip_weights", "smear.smear_gate"} <= by_group["adam-scalar"]
     opts = build_optimizers(model, TrainConfig(), tied=True)
     assert isinstance(opts[1], Muon) and len(opts) == 3
+    untied = GPT(ModelConfig(vocab_size=64, num_layers=1, model_dim=32, num_heads=4, num_kv_heads=2, tie_embeddings=False))
+    assert [len(g) for g in split_params(untied).values()] == [6, 1, 1, 5]  # muon, embed, head, scalar
 
 
 def test_step_based_warmdown_is_official():
@@ -70,10 +73,34 @@ def test_muon_momentum_ramp():
 
 
 def test_muon_weight_decay_and_row_norm_step():
+    """One Muon step against a hand computation: decoupled decay, then the row-normalised,
+    Polar-Express-orthogonalised gradient scaled by max(1, rows/cols)^0.5."""
     torch.manual_seed(0)
-    p = torch.nn.Parameter(torch.randn(8, 16))
+    p = torch.nn.Parameter(torch.randn(16, 8))
+    g = torch.randn(16, 8)
+    g[3] *= 50.0  # one large row: row normalisation must remove its dominance
     before = p.detach().clone()
     opt = Muon([p], lr=0.1, momentum=0.0, backend_steps=5, nesterov=False, weight_decay=0.5, ns="polar_express", row_norm=True)
-    p.grad = torch.zeros_like(p)
+    p.grad = g.clone()
     opt.step()
-    assert torch.allclose(p.detach(), before * (1 - 0.1 * 0.5))  # zero grad: only the decay acts
+    u = newton_schulz5(g / g.norm(dim=-1, keepdim=True), 5, kind="polar_express") * (16 / 8) ** 0.5
+    expected = before * (1 - 0.1 * 0.5) - 0.1 * u
+    assert torch.allclose(p.detach(), expected, atol=1e-6)
+    plain = newton_schulz5(g, 5, kind="polar_express") * (16 / 8) ** 0.5
+    assert not torch.allclose(u, plain, atol=1e-2)  # row norm changed the update
+
+
+def test_muon_nesterov_momentum_accumulates():
+    torch.manual_seed(1)
+    p = torch.nn.Parameter(torch.randn(8, 8))
+    g1, g2 = torch.randn(8, 8), torch.randn(8, 8)
+    opt = Muon([p], lr=0.05, momentum=0.9, backend_steps=5, nesterov=True)
+    start = p.detach().clone()
+    for g in (g1, g2):
+        p.grad = g.clone()
+        opt.step()
+    buf1 = g1
+    buf2 = 0.9 * buf1 + g2
+    step1 = newton_schulz5(g1 + 0.9 * buf1, 5)
+    step2 = newton_schulz5(g2 + 0.9 * buf2, 5)
+    assert torch.allclose(p.detach(), start - 0.05 * (step1 + step2), atol=1e-6)

@@ -1,5 +1,5 @@
 """Quantizers against float64 references: per-row intN (every width, every clip rule), the official
-int8 scheme, the mixed scheme's roundtrip bound, LQER, and fake quantization (STE)."""
+int8 scheme, the mixed scheme's roundtrip bound, LQER, and the hash group's own width."""
 
 from __future__ import annotations
 
@@ -7,20 +7,21 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf.config import ModelConfig, QuantConfig
-from pgolf.lowbit import (
+from pgolf.core.config import ModelConfig, QuantConfig
+from pgolf.quant.lowbit import (
     CLIP_SEARCH_GRID,
     dequantize_rows,
-    fake_quant_rows,
     fp16_row_scale,
     qmax,
     quantize_rows,
     row_clip,
 )
-from pgolf.lqer import lqer_candidate, lqer_correction, lqer_factors
-from pgolf.model import GPT
-from pgolf.qat import apply_fake_quant
-from pgolf.quant import INT8_CLIP_Q, dequantize, quantize, quantize_int8_rows
+from pgolf.quant.lqer import lqer_candidate, lqer_correction, lqer_factors
+from pgolf.model.gpt import GPT
+from pgolf.model.inventory import quant_groups_for
+from pgolf.quant.schemes import INT8_CLIP_Q, dequantize, quantize, quantize_int8_rows
+
+TINY = ModelConfig(num_layers=2, model_dim=64, num_heads=2, num_kv_heads=1, vocab_size=96)
 
 
 def trained_like(rows: int, cols: int, seed: int = 0) -> torch.Tensor:
@@ -83,8 +84,7 @@ def test_official_int8_rows_match_float64_reference():
 
 def tiny_state(seed: int = 0) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    cfg = ModelConfig(num_layers=2, model_dim=64, num_heads=2, num_kv_heads=1, vocab_size=96)
-    state = GPT(cfg).state_dict()
+    state = GPT(TINY).state_dict()
     return {k: (v + 0.02 * torch.randn_like(v)) if v.ndim == 2 else v for k, v in state.items()}
 
 
@@ -93,7 +93,7 @@ def test_mixed_scheme_roundtrip_bound(bits):
     state = tiny_state()
     q = QuantConfig(scheme="mixed", attn_bits=bits, mlp_bits=bits, embed_bits=16, keep_float_max_numel=512,
                     attn_clip_sigmas=20.0, mlp_clip_sigmas=20.0)
-    qs = quantize(state, q)
+    qs = quantize(state, quant_groups_for(TINY), q)
     out = dequantize(qs)
     for name, t in state.items():
         e = qs.entries[name]
@@ -122,55 +122,35 @@ def test_lqer_in_mixed_scheme_picks_top_k():
     state = tiny_state()
     q = QuantConfig(scheme="mixed", attn_bits=4, mlp_bits=4, keep_float_max_numel=512, lqer_rank=2, lqer_top_k=2,
                     attn_clip_sigmas=6.0, mlp_clip_sigmas=6.0)
-    qs = quantize(state, q)
+    qs = quantize(state, quant_groups_for(TINY), q)
     assert len(qs.info["lqer"]) == 2
-    plain = dequantize(quantize(state, QuantConfig(**{**q.__dict__, "lqer_rank": 0})))
+    plain = dequantize(quantize(state, quant_groups_for(TINY), QuantConfig(**{**q.__dict__, "lqer_rank": 0})))
     corrected = dequantize(qs)
     for name in qs.info["lqer"]:
         assert (corrected[name] - state[name]).norm() < (plain[name] - state[name]).norm()
 
 
-def test_fake_quant_forward_and_straight_through_gradient():
-    w = trained_like(8, 64, seed=5).requires_grad_(True)
-    out = fake_quant_rows(w, 4, 5.0)
-    std = w.detach().std(dim=1, keepdim=True, unbiased=False)
-    scale = 5.0 * std / qmax(4)
-    ref = torch.clamp(torch.round(w.detach() / scale), -7, 7) * scale
-    assert torch.allclose(out, ref)
-    out.sum().backward()
-    assert torch.equal(w.grad, torch.ones_like(w))  # identity gradient (STE)
-
-
-def test_apply_fake_quant_hooks_and_removes():
-    torch.manual_seed(0)
-    model = GPT(ModelConfig(num_layers=1, model_dim=64, num_heads=2, num_kv_heads=1, vocab_size=96))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    ids = torch.randint(0, 96, (2, 16))
-    base = model(ids, ids).item()
-    handle = apply_fake_quant(model, QuantConfig(scheme="mixed", attn_bits=2, mlp_bits=2, keep_float_max_numel=0))
-    assert len(handle.modules) == 6  # c_q, c_k, c_v, proj, fc, mlp proj
-    loss = model(ids, ids)
-    assert loss.item() != base
-    loss.backward()
-    assert model.blocks[0].attn.c_q.weight.grad is not None
-    handle.remove()
-    assert model(ids, ids).item() == base
-
-
 def test_hash_tables_have_their_own_width():
     """BigramHash / value-embedding tables form the `hash` group with quant.hash_bits."""
-    from pgolf.config import ModelConfig, QuantConfig
-    from pgolf.model import GPT
-    from pgolf.quant import quantize
-    from pgolf.sizing import params_by_group, tensor_group
+    from pgolf.model.inventory import params_by_group
 
     cfg = ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1,
                       bigram_buckets=512, bigram_dim=16, ve_layers="1", ve_dim=8)
-    assert tensor_group("bigram.bigram_table") == tensor_group("value_embed.ve_table") == "hash"
-    assert tensor_group("tok_emb.weight") == "embed"
+    groups = quant_groups_for(cfg)
+    assert groups["bigram.bigram_table"] == groups["value_embed.ve_table"] == "hash"
+    assert groups["bigram.bigram_proj.weight"] == groups["value_embed.ve_proj.weight"] == "hash"
+    assert groups["tok_emb.weight"] == "embed" and groups["bigram.bigram_scale"] == "control"
     assert params_by_group(cfg)["hash"] == 512 * 16 + 16 * 32 + 64 * 8 + 8 * 16
     q = QuantConfig(scheme="mixed", compressor="zlib", hash_bits=4, embed_bits=8, keep_float_max_numel=64)
-    qs = quantize(GPT(cfg).state_dict(), q)
+    qs = quantize(GPT(cfg).state_dict(), groups, q)
     assert qs.entries["bigram.bigram_table"]["bits"] == 4 and qs.entries["tok_emb.weight"]["bits"] == 8
+    assert qs.entries["bigram.bigram_table"]["group"] == "hash" and qs.entries["tok_emb.weight"]["group"] == "embed"
+
+
+def test_a_tensor_without_a_group_is_refused():
+    state = tiny_state()
+    groups = quant_groups_for(TINY)
+    groups.pop("blocks.0.mlp.fc.weight")
+    for scheme in ("int8", "mixed"):
+        with pytest.raises(KeyError, match="no quantization group"):
+            quantize(state, groups, QuantConfig(scheme=scheme))

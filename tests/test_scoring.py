@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf.config import ModelConfig
-from pgolf.model import GPT
-from pgolf.scoring import Score, bits_per_byte, evaluate, plan_windows, score_reference
-from pgolf.shards import load_shard, split_documents
-from pgolf.tokenizer import ByteTables, byte_tables, load_sentencepiece, target_bytes
+from pgolf.core.config import ModelConfig
+from pgolf.model.gpt import GPT
+from pgolf.eval.scoring import Score, bits_per_byte, evaluate, plan_windows, score_reference
+from pgolf.data.shards import load_shard, split_documents
+from pgolf.data.tokenizer import ByteTables, byte_tables, load_sentencepiece, target_bytes
 
 V = 48
 

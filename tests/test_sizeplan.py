@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf.config import ModelConfig, QuantConfig, RunConfig
-from pgolf.model import GPT
-from pgolf.quant import SizeCapError, pack, quantize
-from pgolf.sizecli import register_size_commands
-from pgolf.sizeplan import GENNORM_BETA, format_table, measure_table, plot_table, predict_table
-from pgolf.sizing import describe, tensor_group
+from pgolf.core.config import ModelConfig, QuantConfig, RunConfig
+from pgolf.model.gpt import GPT
+from pgolf.quant.pack import SizeCapError, pack
+from pgolf.quant.schemes import quantize
+from pgolf.cli.size import register_size_commands
+from pgolf.quant.plan import GENNORM_BETA, format_table, measure_table, plot_table, predict_table
+from pgolf.model.inventory import quant_groups_for, quant_layout
+from pgolf.submit.dryrun import describe
 
 PLAN_TOLERANCE = 0.03
 
@@ -30,9 +32,10 @@ def synthetic_trained_state(cfg: ModelConfig, seed: int) -> dict[str, torch.Tens
 
     rng = np.random.default_rng(seed)
     state = {}
+    groups = quant_groups_for(cfg)
     for name, t in GPT(cfg).state_dict().items():
-        if t.ndim == 2 and tensor_group(name) != "control":
-            beta = GENNORM_BETA[tensor_group(name)]
+        if t.ndim == 2 and groups[name] != "control":
+            beta = GENNORM_BETA[groups[name]]
             w = gennorm.rvs(beta, size=tuple(t.shape), random_state=rng) * rng.uniform(0.01, 0.04, size=(t.shape[0], 1))
             state[name] = torch.from_numpy(w.astype(np.float32))
         else:
@@ -57,21 +60,21 @@ PLAN_CASES = [
 @pytest.mark.parametrize("label,mcfg,qcfg", PLAN_CASES, ids=[c[0] for c in PLAN_CASES])
 def test_planner_within_3_percent_of_real_packing(tmp_path, label, mcfg, qcfg):
     state = synthetic_trained_state(mcfg, seed=len(label))
-    real = pack(quantize(state, qcfg), asdict(mcfg), qcfg, tmp_path / "a.pglf").bytes
-    predicted = predict_table(mcfg, qcfg).artifact_bytes
+    real = pack(quantize(state, quant_groups_for(mcfg), qcfg), asdict(mcfg), qcfg, tmp_path / "a.pglf").bytes
+    predicted = predict_table(mcfg, quant_layout(mcfg), qcfg).artifact_bytes
     assert abs(predicted - real) / real <= PLAN_TOLERANCE, f"{label}: predicted {predicted} real {real}"
 
 
 def small_artifact(tmp_path, qcfg: QuantConfig | None = None):
     mcfg = ModelConfig(num_layers=1, model_dim=64, num_heads=2, num_kv_heads=1, vocab_size=128)
     qcfg = qcfg or QuantConfig(scheme="mixed", compressor="zlib", keep_float_max_numel=256)
-    res = pack(quantize(synthetic_trained_state(mcfg, 0), qcfg), asdict(mcfg), qcfg, tmp_path / "m.pglf")
+    res = pack(quantize(synthetic_trained_state(mcfg, 0), quant_groups_for(mcfg), qcfg), asdict(mcfg), qcfg, tmp_path / "m.pglf")
     return mcfg, qcfg, res
 
 
 def test_measured_table_adds_up_to_the_file(tmp_path):
     mcfg, _, res = small_artifact(tmp_path)
-    table = measure_table(res.path, code_bytes=1234)
+    table = measure_table(res.path, quant_groups_for(mcfg), code_bytes=1234)
     assert table.artifact_bytes == res.bytes and table.total == res.bytes + 1234
     assert abs(table.header_bytes + sum(r.bytes for r in table.rows) - res.bytes) < 1e-6 * res.bytes + 1
     assert table.params == sum(p.numel() for p in GPT(mcfg).parameters())
@@ -85,7 +88,7 @@ def test_measured_table_adds_up_to_the_file(tmp_path):
 def test_over_cap_artifact_is_refused_saying_by_how_much(tmp_path):
     mcfg = ModelConfig(num_layers=1, model_dim=64, num_heads=2, num_kv_heads=1, vocab_size=128)
     qcfg = QuantConfig(scheme="mixed", compressor="zlib", keep_float_max_numel=256, size_cap_bytes=1000)
-    qs = quantize(synthetic_trained_state(mcfg, 0), qcfg)
+    qs = quantize(synthetic_trained_state(mcfg, 0), quant_groups_for(mcfg), qcfg)
     with pytest.raises(SizeCapError, match=r"bytes over the cap of 1,000") as exc:
         pack(qs, asdict(mcfg), qcfg, tmp_path / "m.pglf", code_bytes=500)
     assert not (tmp_path / "m.pglf").exists() and (tmp_path / "m.pglf.over_cap").exists()

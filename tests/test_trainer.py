@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from pgolf import trainer as trainer_mod
-from pgolf.finalize import finalize
-from pgolf.quant import SizeCapError
-from pgolf.trainer import NonFiniteLossError, run_training
+from pgolf.train import trainer as trainer_mod
+from pgolf.submit.finalize import finalize
+from pgolf.quant.pack import SizeCapError
+from pgolf.train.trainer import NonFiniteLossError, run_training
 
 
 @pytest.fixture
@@ -142,11 +142,63 @@ def test_mixed_gptq_lqer_pipeline_end_to_end(tiny_dataset, workdir):
 
 def test_ema_weights_are_scored_before_packing(tiny_dataset, workdir):
     """With EMA the packed weights are the EMA ones, so the quantization gap is measured from
-    their score, not from the live weights' last validation."""
+    their score (recomputed here from the final weights), not from the live weights' last one."""
+    from pgolf.eval.scoring import evaluate
+
     cfg = tiny_config(*tiny_dataset, iterations=6, ema_decay=0.5)
     cfg.run_id = "ema"
     session, state = train(cfg)
     assert state.history[-1]["ema"] and not state.history[-2]["ema"]
+    live, ema = state.history[-2], state.history[-1]
+    assert live["step"] == ema["step"] == 6 and live["val_bpb"] != ema["val_bpb"]
+    direct = evaluate(session.base, session.val.tokens, session.val.tables, window=cfg.train.train_seq_len, stride=0,
+                      batch_seqs=8)
+    assert direct.val_bpb == pytest.approx(ema["val_bpb"], rel=1e-7)  # the model now holds the EMA weights
     summary = finalize(session, state, code_bytes=0)
-    assert summary.pre_quant["val_bpb"] == state.history[-1]["val_bpb"]
+    assert summary.pre_quant["val_bpb"] == pytest.approx(direct.val_bpb, rel=1e-7)
     assert "ema_step:6/6 val_loss:" in (workdir / "logs" / "ema.txt").read_text()
+
+
+def test_ema_arithmetic_matches_a_hand_computation(tiny_dataset, workdir):
+    """ema_0 = w_0; ema_k = d * ema_(k-1) + (1 - d) * w_k, in fp32; use_ema_weights copies it in."""
+    cfg = tiny_config(*tiny_dataset, ema_decay=0.9)
+    cfg.run_id = "ema-hand"
+    s = trainer_mod.setup(cfg)
+    name = "blocks.0.attn.c_q.weight"
+    weight = dict(s.base.named_parameters())[name]
+    values = [torch.full_like(weight, v) for v in (1.0, 3.0, -2.0)]
+    for v in values:
+        with torch.no_grad():
+            weight.copy_(v)
+        trainer_mod.update_ema(s)
+    hand = 0.9 * (0.9 * 1.0 + 0.1 * 3.0) + 0.1 * -2.0  # 0.72
+    assert torch.allclose(s.ema[name], torch.full_like(weight, hand), atol=1e-6)
+    assert trainer_mod.use_ema_weights(s)
+    assert torch.allclose(weight.detach(), torch.full_like(weight, hand), atol=1e-6)
+
+
+def test_warmup_is_undone_exactly(tiny_dataset, workdir):
+    """After warm-up the model, optimizer state and data position equal those before it, and a
+    run with warm-up trains to bit-identical weights as one without."""
+    cfg = tiny_config(*tiny_dataset, warmup_steps=3)
+    cfg.run_id = "warm"
+    s = trainer_mod.setup(cfg)
+    model0 = {k: v.clone() for k, v in s.base.state_dict().items()}
+    opts0 = [repr(o.state_dict()) for o in s.optimizers]
+    calls = []
+    real = trainer_mod.train_step
+    trainer_mod.train_step = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        trainer_mod.warmup(s)
+    finally:
+        trainer_mod.train_step = real
+    assert len(calls) == 3  # the warm-up really trained
+    assert all(torch.equal(v, model0[k]) for k, v in s.base.state_dict().items())
+    assert [repr(o.state_dict()) for o in s.optimizers] == opts0
+    assert (s.loader.stream.file_idx, s.loader.stream.pos) == (0, 0)
+    finals = []
+    for steps in (0, 3):
+        cfg = tiny_config(*tiny_dataset, warmup_steps=steps)
+        cfg.run_id = f"warm{steps}"
+        finals.append({k: v.clone() for k, v in train(cfg)[0].base.state_dict().items()})
+    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])

@@ -2,7 +2,7 @@
 
 import sys
 
-from pgolf.cli import main
+from pgolf.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,94 @@
+"""`pgolf eval`: score saved weights on the validation split with the same scorer as training.
+
+Accepts a pgolf artifact (.pglf, model config inside), a pgolf safetensors file (final model or
+checkpoint; model config from the run folder's config.json or the given preset/options), or the
+official script's final_model.pt / final_model.int8.ptz (loaded weights-only, no code), so old
+runs and new ones are compared on one scorer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from pgolf.core.config import RunConfig, model_config_from_dict
+from pgolf.core.errors import UsageError
+from pgolf.core.runlog import RunLog, is_tty
+from pgolf.core.runtime import autocast_for, init_runtime, shutdown
+from pgolf.data.source import load_val_data, resolve_data
+from pgolf.eval.scoring import evaluate
+from pgolf.model.gpt import GPT
+from pgolf.model.weights import load_matching
+from pgolf.quant.official import load_official_checkpoint
+from pgolf.quant.pack import unpack
+
+
+def weights_kind(path: Path, kind: str = "auto") -> str:
+    if kind != "auto":
+        return kind
+    if path.suffix == ".pglf":
+        return "artifact"
+    if path.suffix == ".safetensors":
+        return "safetensors"
+    if path.suffix in (".pt", ".ptz"):
+        return "official"
+    raise UsageError(f"{path}: cannot tell the weights format from the suffix; pass --kind")
+
+
+def load_safetensors_state(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    if any(k.startswith("model.") for k in state):  # a training checkpoint
+        state = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
+    return state
+
+
+def load_weights(cfg: RunConfig, path: Path, kind: str) -> dict[str, torch.Tensor]:
+    """State dict for `path`; updates cfg.model from the artifact or run folder when known."""
+    kind = weights_kind(path, kind)
+    if kind == "artifact":
+        state, meta = unpack(path)
+        cfg.model = model_config_from_dict(meta["model"])
+        return state
+    if kind == "safetensors":
+        run_cfg = path.parent / "config.json"
+        if run_cfg.is_file():
+            cfg.model = model_config_from_dict(json.loads(run_cfg.read_text())["model"])
+        return load_safetensors_state(path)
+    return load_official_checkpoint(path)
+
+
+def run_eval(cfg: RunConfig, path: Path, kind: str = "auto") -> dict:
+    """Score weights non-overlapping (official) and, when eval.stride > 0, sliding-window."""
+    if not path.is_file():
+        raise UsageError(f"{path}: weights file not found")
+    rt = init_runtime(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    state = load_weights(cfg, path, kind)
+    log = RunLog(None, master=rt.master)
+    model = GPT(cfg.model).to(rt.device)
+    load_matching(model, {k: v.to(rt.device) for k, v in state.items()}, path)
+    model.set_recurrence(bool(cfg.model.recur_layers) and cfg.model.recur_loops > 1)
+    data = resolve_data(cfg, log)
+    val = load_val_data(cfg, data)
+    log(f"eval:weights {path} model_params:{sum(p.numel() for p in model.parameters())} "
+        f"val_tokens:{val.tokens.numel() - 1} val_bytes:{val.total_bytes}")
+    results = {}
+    window = cfg.eval.eval_seq_len or cfg.train.train_seq_len
+    runs = [("nonoverlap", cfg.train.train_seq_len, 0)] + ([("sliding", window, cfg.eval.stride)] if cfg.eval.stride else [])
+    for name, win, stride in runs:
+        t0 = time.perf_counter()
+        score = evaluate(model, val.tokens, val.tables, window=win, stride=stride, batch_seqs=cfg.eval.batch_seqs,
+                         rank=rt.rank, world_size=rt.world_size, device=rt.device, autocast=autocast_for(rt.device),
+                         progress=rt.master and is_tty())
+        secs = time.perf_counter() - t0
+        log(f"eval:{name} window:{win} stride:{stride} val_loss:{score.val_loss:.8f} val_bpb:{score.val_bpb:.8f} "
+            f"tokens:{score.tokens} val_bytes:{score.bytes} eval_time:{1000 * secs:.0f}ms")
+        results[name] = {"val_loss": score.val_loss, "val_bpb": score.val_bpb, "tokens": score.tokens, "bytes": score.bytes}
+    shutdown(rt)
+    return results

@@ -1,0 +1,197 @@
+"""Packing: a QuantizedState + model config -> the artifact file (streams of the container), and
+back to a float state dict.
+
+The int8 scheme is written as one stream with one codec. The mixed scheme has one stream of codes
+per tensor group (embed, attn, mlp; tensors ordered by role, then layer, as PR #1855's per-group
+path), one of fp16 values (scales, passthrough tensors) and one for the rest. With
+`quant.compressor` auto every codec is measured per stream and the smallest kept; with
+`quant.transform` auto each code group is stored row- or column-major (whichever a zstd probe
+finds smaller) and the fp16 stream byte-shuffled if that is smaller. `bitpack` and `reorder`
+(greedy row similarity order) are explicit choices: measured, they did not win on trained
+weights (BENCHMARKS.md). Layouts, transforms and codecs are recorded in the header, so unpacking
+is deterministic and bit-exact.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from pgolf.core.config import QuantConfig
+from pgolf.core.errors import PgolfError
+from pgolf.quant.container import AUTO_CODECS, ArtifactError, Stream, StreamReport, encode_stream, read_artifact, write_artifact_report
+from pgolf.quant.schemes import QuantizedState, dequantize
+from pgolf.quant.transforms import apply_layout, greedy_row_order, invert_layout, invert_row_order
+
+ARTIFACT_QUANT_FORMAT = "pgolf-quant-v1"
+CODE_GROUPS = ("embed", "attn", "mlp")  # one code stream each, in this order
+LAYOUT_PROBE_BYTES = 1 << 20  # rows-vs-cols is decided on this many bytes of a code group...
+LAYOUT_PROBE_CODEC = "zstd"  # ...compressed with this codec
+
+
+class SizeCapError(PgolfError, ValueError):
+    """Artifact + code bytes over the size cap: the file is not kept as a submission."""
+
+
+@dataclass
+class PackResult:
+    path: Path
+    bytes: int
+    codec: str  # the codec used ("a+b" when streams differ)
+    codec_sizes: dict[str, int]  # artifact size had every stream used this codec (measured)
+    payload_bytes: int  # uncompressed stored arrays
+    streams: list[StreamReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def role_key(name: str) -> tuple[str, int]:
+    """('attn.c_q.weight', 3) for 'blocks.3.attn.c_q.weight'; (name, -1) for non-block tensors."""
+    parts = name.split(".")
+    if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit():
+        return ".".join(parts[2:]), int(parts[1])
+    return name, -1
+
+
+def code_tensors(entries: dict[str, dict], group: str) -> list[str]:
+    """intq tensors of a group, by role then layer (like matrices next to each other)."""
+    names = [n for n, e in entries.items() if e["kind"] == "intq" and e["group"] == group]
+    return sorted(names, key=role_key)
+
+
+def _code_transforms(qcfg: QuantConfig, entries: dict[str, dict], names: list[str]) -> tuple[str, ...]:
+    bits = {entries[n]["bits"] for n in names}
+    if qcfg.transform == "bitpack" and len(bits) == 1 and min(bits) < 8:
+        return (f"bitpack{min(bits)}",)
+    return ("none",)  # auto: bit packing never won on trained weights (BENCHMARKS.md), so not tried
+
+
+def _layouts(qcfg: QuantConfig) -> tuple[str, ...]:
+    return {"auto": ("rows", "cols"), "transpose": ("cols",)}.get(qcfg.transform, ("rows",))
+
+
+def _choose_layout(arrays: dict, names: list[str], layouts: tuple[str, ...]) -> tuple[str, dict[str, int]]:
+    """The layout of a code group whose first LAYOUT_PROBE_BYTES compress smallest under
+    LAYOUT_PROBE_CODEC (a cheap stand-in for trying every codec on every layout), and the probe sizes."""
+    if len(layouts) == 1:
+        return layouts[0], {}
+    probes = {}
+    for layout in layouts:
+        raw = b"".join(apply_layout(arrays[n + ".q"], layout).tobytes() for n in names)[:LAYOUT_PROBE_BYTES]
+        probes[layout] = len(encode_stream(raw, (LAYOUT_PROBE_CODEC,), ("none",))[3])
+    return min(layouts, key=lambda lay: (probes[lay], layouts.index(lay))), probes
+
+
+def _apply_reorder(arrays: dict, entries: dict, names: list[str]) -> None:
+    """Greedy similarity order of each code matrix's rows; the permutation is stored (uint16)."""
+    for n in names:
+        order = greedy_row_order(arrays[n + ".q"])
+        arrays[n + ".q"] = np.ascontiguousarray(arrays[n + ".q"][order.astype(np.int64)])
+        arrays[n + ".perm"] = order
+        entries[n]["perm"] = True
+
+
+def mixed_streams(qs: QuantizedState, qcfg: QuantConfig) -> tuple[dict, dict, list[Stream], dict[str, dict]]:
+    """(stored arrays, entries, streams, layout probe sizes by stream label) of a mixed-scheme state."""
+    arrays, entries = dict(qs.arrays), {n: dict(e) for n, e in qs.entries.items()}
+    streams, probes, taken = [], {}, set()
+    for group in CODE_GROUPS:
+        names = code_tensors(entries, group)
+        if not names:
+            continue
+        if qcfg.transform == "reorder":
+            _apply_reorder(arrays, entries, names)
+        layout, probes[f"q.{group}"] = _choose_layout(arrays, names, _layouts(qcfg))
+        for n in names:
+            arrays[n + ".q"] = apply_layout(arrays[n + ".q"], layout)
+            entries[n]["layout"] = layout
+        streams.append(Stream(qcfg.compressor, [n + ".q" for n in names], _code_transforms(qcfg, entries, names),
+                              f"q.{group}"))
+        taken.update(n + ".q" for n in names)
+    rest = sorted(n for n in arrays if n not in taken)
+    half = [n for n in rest if arrays[n].dtype == np.float16]
+    shuffle = ("none", "shuffle2") if qcfg.transform in ("auto", "shuffle") else ("none",)
+    streams.append(Stream(qcfg.compressor, half, shuffle, "fp16"))
+    other = [n for n in rest if arrays[n].dtype != np.float16]
+    if other:
+        streams.append(Stream(qcfg.compressor, other, ("none",), "other"))
+    return arrays, entries, streams, probes
+
+
+def _codec_totals(size: int, reports: list[StreamReport]) -> dict[str, int]:
+    """Artifact bytes had every stream used codec c (best transform/layout for c), measured."""
+    header = size - sum(r.stored for r in reports)
+    totals: dict[str, int] = {}
+    for codec in AUTO_CODECS:
+        best = []
+        for r in reports:
+            sizes = [v for k, v in r.trials.items() if k.endswith("+" + codec)]
+            best.append(min(sizes) if sizes else None)
+        if all(b is not None for b in best):
+            totals[codec] = header + sum(best)
+    return totals
+
+
+def check_cap(path: Path, artifact_bytes: int, code_bytes: int, cap: int) -> None:
+    """Refuse an over-cap artifact: rename it to *.over_cap and raise SizeCapError saying by how much."""
+    total = artifact_bytes + code_bytes
+    if total <= cap:
+        return
+    kept = path.with_name(path.name + ".over_cap")
+    path.replace(kept)
+    raise SizeCapError(f"artifact {artifact_bytes:,} + code {code_bytes:,} = {total:,} bytes is {total - cap:,} bytes "
+                       f"over the cap of {cap:,}; not written as a submission (kept as {kept})")
+
+
+def pack(qs: QuantizedState, model_cfg: dict, qcfg: QuantConfig, path: str | Path,
+         code_bytes: int | None = None) -> PackResult:
+    """Write a QuantizedState + model config as one artifact; `auto` picks the smallest codec
+    (and, for the mixed scheme, transform and layout) per stream by measuring all. With
+    `code_bytes` given, an artifact whose total exceeds quant.size_cap_bytes is refused
+    (SizeCapError; the file is renamed *.over_cap)."""
+    t0 = time.perf_counter()
+    if qcfg.scheme == "int8":
+        arrays, entries = qs.arrays, qs.entries
+        streams = [Stream(qcfg.compressor, sorted(arrays), ("none",), "all")]
+    else:
+        arrays, entries, streams, _ = mixed_streams(qs, qcfg)
+    meta = {"format": ARTIFACT_QUANT_FORMAT, "model": model_cfg, "scheme": qcfg.scheme, "entries": entries}
+    size, reports = write_artifact_report(path, arrays, meta, streams)
+    if code_bytes is not None:
+        check_cap(Path(path), size, code_bytes, qcfg.size_cap_bytes)
+    codecs = sorted({r.codec for r in reports if r.raw})
+    sizes = _codec_totals(size, reports) or {"+".join(codecs): size}
+    return PackResult(Path(path), size, "+".join(codecs) or qcfg.compressor, sizes, qs.payload_bytes(), reports,
+                      time.perf_counter() - t0)
+
+
+def restore_layouts(arrays: dict[str, np.ndarray], entries: dict[str, dict]) -> dict[str, np.ndarray]:
+    """Undo per-tensor layouts (transpose, row order) of stored code matrices."""
+    out = dict(arrays)
+    for name, e in entries.items():
+        key = name + ".q"
+        if key not in out:
+            continue
+        if e.get("layout", "rows") != "rows":
+            out[key] = invert_layout(out[key], e["layout"])
+        if e.get("perm"):
+            out[key] = invert_row_order(out[key], out.pop(name + ".perm"))
+    return out
+
+
+def unpack(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read an artifact back into a float state dict and its metadata."""
+    arrays, meta = read_artifact(path)
+    if meta.get("format") != ARTIFACT_QUANT_FORMAT:
+        raise ArtifactError(f"{path}: unknown artifact content format {meta.get('format')!r}")
+    try:
+        arrays = restore_layouts(arrays, meta["entries"])
+    except (KeyError, ValueError) as exc:
+        raise ArtifactError(f"{path}: inconsistent tensor layout ({exc})") from exc
+    return dequantize(QuantizedState(arrays, meta["entries"])), meta
+
+

@@ -1,0 +1,358 @@
+"""Where the bytes go: the exact per-group size table of an artifact, a PNG bar chart, and a planner
+that predicts the artifact size of a config before training.
+
+The planner (mixed scheme) adds, per tensor, what the packer will store:
+- intN codes: numel x H x CODER_OVERHEAD bits, H the entropy of the codes of a unit-variance
+  generalized-normal weight (shape GENNORM_BETA, fitted to trained weights) on the grid the clip
+  rule gives (step = clip / R, clamped at +-R);
+- fp16 row scales, fp16 passthrough tensors and LQER factors at measured compression ratios;
+- the header, exactly: the real packer runs on zero arrays of the planned shapes.
+The int8 scheme uses the official baseline's measured bytes per parameter. Constants are
+MEASURED (see each comment; benchmarks/bench_compression.py prints predicted vs real).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from pgolf.core.config import ModelConfig, QuantConfig
+from pgolf.core.constants import SIZE_CAP_BYTES
+from pgolf.core.roles import QUANT_GROUPS
+from pgolf.quant.container import read_header
+from pgolf.quant.lowbit import DEFAULT_PERCENTILE, qmax
+from pgolf.quant.mixed import FP16_BITS, group_bits_and_k, treatment
+from pgolf.quant.pack import pack
+from pgolf.quant.schemes import QuantizedState
+
+# What the planner needs of a model: parameter name -> (shape, quantization group), in state-dict
+# order (pgolf.model.inventory.param_specs gives it; the planner never builds a model itself).
+Layout = dict[str, tuple[tuple[int, ...], str]]
+
+# Shape of the generalized normal whose code entropy matches the trained weights' (beta = 2 is
+# Gaussian). Measured with `benchmarks/bench_compression.py --fit-planner` on the 4x256 benchmark
+# model (250 Muon steps on the FineWeb sample): with beta = 2 the predicted order-0 code entropy is
+# within 0.2% of the empirical one for int5/k8, int6/k11.5, int6/k13, int7/k14, int8/k20 in every
+# group, although the rows' kurtosis (embed 2.89, attn 3.42, mlp 3.49) fits beta 2.1/1.7/1.6: the
+# few outliers set the kurtosis, the bulk sets the entropy.
+GENNORM_BETA = {"embed": 2.0, "hash": 2.0, "attn": 2.0, "mlp": 2.0}  # hash: not fitted, as embed
+# Compressed code bits / empirical order-0 entropy (best codec and transform of each group stream;
+# brotli won everywhere), same measurement, mean over the five grids above. Embedding rows carry
+# structure the coder finds (< 1).
+CODER_OVERHEAD = {"embed": 0.986, "hash": 0.986, "attn": 1.013, "mlp": 1.009}  # hash: as embed
+# Compressed bytes / raw bytes of the fp16 stream of row scales + small control tensors
+# (16,283 of 23,632 bytes, shuffle2+brotli, int5/int5/int7 GPTQ+LQER on the benchmark model).
+FP16_STREAM_RATIO = 0.69
+# ... and of large weight matrices kept in fp16 (quant.embed_bits=16: tok_emb 524,288 raw bytes
+# + scales -> 455,394 bytes in that stream on the benchmark model).
+FP16_WEIGHT_RATIO = 0.87
+# Compressed bits per LQER factor code (int4 codes, rank 4, top 3): 11,264 codes -> 4,375 bytes.
+LQER_CODE_BITS = 3.1
+# Official int8+zlib: compressed / raw payload on the official 8xH100 baseline (15,815,847 bytes of a
+# 17,178,912-byte payload). CPU-trained proxies compress better (0.744 on the benchmark model), so
+# int8 predictions for them run high.
+INT8_ZLIB_RATIO = 0.92
+ARRAY_SUFFIXES = (".q", ".s", ".lqa", ".lqas", ".lqb", ".lqbs", ".perm")
+
+
+@dataclass
+class GroupRow:
+    """One line of a size table."""
+
+    group: str
+    params: int
+    width: str  # "int6", "fp16", "int6+int8", ...
+    bytes: float
+
+    @property
+    def bits_per_param(self) -> float:
+        return 8.0 * self.bytes / self.params if self.params else 0.0
+
+
+@dataclass
+class SizeTable:
+    """Artifact (measured or predicted) + code bytes against the cap, by group."""
+
+    rows: list[GroupRow] = field(default_factory=list)
+    header_bytes: int = 0
+    artifact_bytes: int = 0
+    code_bytes: int = 0
+    cap: int = SIZE_CAP_BYTES
+    predicted: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.artifact_bytes + self.code_bytes
+
+    @property
+    def params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+
+def _gennorm_scale(beta: float) -> float:
+    """Scale parameter of the unit-variance generalized normal of shape beta."""
+    return math.sqrt(math.gamma(1.0 / beta) / math.gamma(3.0 / beta))
+
+
+def code_probabilities(bits: int, step_sigmas: float, beta: float) -> np.ndarray:
+    """P(code = -R..R) for a unit-variance gennorm(beta) weight, step in units of sigma."""
+    from scipy.stats import gennorm
+
+    r = qmax(bits)
+    edges = (np.arange(-r, r) + 0.5) * step_sigmas
+    cdf = gennorm.cdf(edges, beta, scale=_gennorm_scale(beta))
+    return np.diff(np.concatenate([[0.0], cdf, [1.0]]))
+
+
+def code_entropy_bits(bits: int, step_sigmas: float, beta: float) -> float:
+    """Order-0 entropy (bits/weight) of the codes."""
+    p = code_probabilities(bits, step_sigmas, beta)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def clip_sigmas(qcfg: QuantConfig, bits: int, k: float, cols: int, beta: float) -> float:
+    """The clip in units of the row std that the configured rule gives for a row of `cols`."""
+    from scipy.stats import gennorm
+
+    if qcfg.clip == "sdclip":
+        return k
+    if qcfg.clip == "percentile":  # ~ the expected max |w| of the row at the official quantile
+        tail = max(1.0 - DEFAULT_PERCENTILE / 100.0, 1.0 / (cols + 1))
+        return float(gennorm.ppf(1.0 - tail / 2.0, beta, scale=_gennorm_scale(beta)))
+    return search_clip_sigmas(bits, beta)
+
+
+def search_clip_sigmas(bits: int, beta: float) -> float:
+    """k minimising the expected squared rounding+clipping error of a gennorm(beta) weight."""
+    from scipy.stats import gennorm
+
+    x = np.linspace(-12, 12, 24001)
+    pdf = gennorm.pdf(x, beta, scale=_gennorm_scale(beta))
+    r = qmax(bits)
+    best_k, best_err = 1.0, float("inf")
+    for k in np.linspace(1.5, 16.0, 30):
+        step = k / r
+        err = float((((np.clip(np.round(x / step), -r, r) * step - x) ** 2) * pdf).sum())
+        if err < best_err:
+            best_k, best_err = float(k), err
+    return best_k
+
+
+def intq_bytes(rows: int, cols: int, bits: int, sigmas: float, group: str) -> float:
+    """Predicted stored bytes of one intq matrix: codes + fp16 row scales."""
+    h = code_entropy_bits(bits, sigmas / qmax(bits), GENNORM_BETA.get(group, 2.0))
+    return rows * cols * h * CODER_OVERHEAD.get(group, 1.0) / 8.0 + rows * 2.0 * FP16_STREAM_RATIO
+
+
+def _orig_name(array_name: str, entries: dict) -> str:
+    """The state-dict tensor an artifact array belongs to ('x.weight.q' -> 'x.weight')."""
+    if array_name in entries:
+        return array_name
+    for suf in ARRAY_SUFFIXES:
+        if array_name.endswith(suf) and array_name[: -len(suf)] in entries:
+            return array_name[: -len(suf)]
+    return array_name
+
+
+def _width(entry: dict, stored_dtype: str) -> str:
+    if entry.get("kind") == "intq":
+        return f"int{entry['bits']}"
+    if entry.get("kind", "").startswith("int8"):
+        return "int8"
+    return {"float16": "fp16", "float32": "fp32", "bfloat16": "bf16"}.get(stored_dtype, stored_dtype)
+
+
+def _rows_from(params: dict[str, int], nbytes: dict[str, float], widths: dict[str, set]) -> list[GroupRow]:
+    order = list(QUANT_GROUPS) + sorted(set(params) - set(QUANT_GROUPS))
+    return [GroupRow(g, params.get(g, 0), "+".join(sorted(widths.get(g, set()))) or "-", nbytes.get(g, 0.0))
+            for g in order if params.get(g, 0) or nbytes.get(g, 0.0)]
+
+
+def measure_table(path: str | Path, groups: dict[str, str], code_bytes: int = 0, cap: int = SIZE_CAP_BYTES) -> SizeTable:
+    """Exact bytes per group of an artifact: each stream's compressed bytes are shared among its
+    tensors in proportion to their raw bytes (exact for the per-group code streams). Quantized
+    entries carry their group; `groups` (name -> group, from the model the artifact's config
+    builds) gives it for the rest."""
+    header = read_header(path)
+    entries = header["meta"].get("entries", {})
+    stream_raw = [max(int(s["raw"]), 1) for s in header["streams"]]
+    params: dict[str, int] = {}
+    nbytes: dict[str, float] = {}
+    widths: dict[str, set] = {}
+    for name, e in entries.items():
+        g = e.get("group") or _group_of(groups, name)
+        params[g] = params.get(g, 0) + int(np.prod(e["shape"], dtype=np.int64))
+    for t in header["tensors"]:
+        orig = _orig_name(t["name"], entries)
+        e = entries.get(orig, {})
+        g = e.get("group") or _group_of(groups, orig)
+        raw = int(np.prod(t["shape"], dtype=np.int64)) * np.dtype(t["dtype"]).itemsize
+        s = header["streams"][t["stream"]]
+        nbytes[g] = nbytes.get(g, 0.0) + int(s["n"]) * raw / stream_raw[t["stream"]]
+        if orig == t["name"] or t["name"].endswith(".q"):
+            widths.setdefault(g, set()).add(_width(e, t["dtype"]))
+        if t["name"].endswith(".lqa"):
+            widths.setdefault(g, set()).add("lqer")
+    size = Path(path).stat().st_size
+    return SizeTable(_rows_from(params, nbytes, widths), header["header_bytes"], size, code_bytes, cap)
+
+
+def _group_of(groups: dict[str, str], name: str) -> str:
+    if name not in groups:
+        raise KeyError(f"tensor {name!r} is not a parameter of the artifact's model")
+    return groups[name]
+
+
+def _lqer_choice(layout: Layout, qcfg: QuantConfig) -> list[str]:
+    """The planner's guess of the LQER tensors: the lqer_top_k largest quantized matrices."""
+    if not qcfg.lqer_rank:
+        return []
+    intq = [n for n, (s, g) in layout.items() if treatment(g, s, True, qcfg) == "intq"]
+    return sorted(intq, key=lambda n: (-sum(layout[n][0]), n))[: qcfg.lqer_top_k]
+
+
+def _planned_state(layout: Layout, qcfg: QuantConfig) -> QuantizedState:
+    """Zero arrays with the names, dtypes and shapes the mixed scheme will store (LQER on the
+    lqer_top_k largest matrices), for an exact header size."""
+    qs = QuantizedState()
+    lqer = set(_lqer_choice(layout, qcfg))
+    for name, (shape, group) in layout.items():
+        kind = treatment(group, shape, True, qcfg)
+        entry = {"kind": kind, "dtype": "float32", "shape": list(shape)}
+        if kind == "raw":
+            qs.arrays[name] = np.zeros(shape, dtype=np.float16)
+        elif kind == "int8_tensor":
+            qs.arrays[name + ".q"], qs.arrays[name + ".s"] = np.zeros(shape, np.int8), np.zeros((), np.float32)
+        else:
+            bits, _ = group_bits_and_k(qcfg, group)
+            entry.update(bits=bits, group=group)
+            qs.arrays[name + ".q"], qs.arrays[name + ".s"] = np.zeros(shape, np.int8), np.zeros(shape[0], np.float16)
+            if name in lqer:
+                entry["lqer"] = qcfg.lqer_rank
+                for part, rows in (("lqa", shape[0]), ("lqb", shape[1])):
+                    qs.arrays[f"{name}.{part}"] = np.zeros((qcfg.lqer_rank, rows), np.int8)
+                    qs.arrays[f"{name}.{part}s"] = np.zeros(qcfg.lqer_rank, np.float16)
+        qs.entries[name] = entry
+    return qs
+
+
+def planned_header_bytes(model_cfg: ModelConfig, layout: Layout, qcfg: QuantConfig) -> tuple[int, int]:
+    """(header bytes, stream count) of the artifact the real packer writes for this config."""
+    qs = _planned_state(layout, qcfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "plan.pglf"
+        pack(qs, asdict(model_cfg), replace(qcfg, compressor="zlib", transform="none"), path)
+        header = read_header(path)
+    return int(header["header_bytes"]), len(header["streams"])
+
+
+def _tensor_bytes(group: str, shape: tuple[int, ...], qcfg: QuantConfig) -> float:
+    """Predicted compressed bytes of one tensor under the mixed scheme (LQER not included)."""
+    kind = treatment(group, shape, True, qcfg)
+    numel = int(np.prod(shape, dtype=np.int64))
+    if kind == "raw":
+        return numel * 2.0 * (FP16_WEIGHT_RATIO if numel > qcfg.keep_float_max_numel else FP16_STREAM_RATIO)
+    if kind == "int8_tensor":
+        return numel + 4.0
+    bits, k = group_bits_and_k(qcfg, group)
+    sigmas = clip_sigmas(qcfg, bits, k, shape[1], GENNORM_BETA.get(group, 2.0))
+    return intq_bytes(shape[0], shape[1], bits, sigmas, group)
+
+
+def _int8_tensor_bytes(group: str, shape: tuple[int, ...], qcfg: QuantConfig) -> float:
+    """Official int8 scheme: small tensors raw (control fp32, others fp16), large ones int8 + fp16
+    row scales (fp32 scalar scale if not 2-D), times the measured zlib ratio."""
+    n = int(np.prod(shape, dtype=np.int64))
+    if n <= qcfg.keep_float_max_numel:
+        raw = n * (4 if group == "control" else 2)
+    else:
+        raw = n + (2 * shape[0] if len(shape) == 2 else 4)
+    return raw * INT8_ZLIB_RATIO
+
+
+def _group_width(qcfg: QuantConfig, group: str) -> str:
+    bits, _ = group_bits_and_k(qcfg, group)
+    return "fp16" if bits >= FP16_BITS else f"int{bits}"
+
+
+def predict_table(model_cfg: ModelConfig, layout: Layout, qcfg: QuantConfig, code_bytes: int = 0) -> SizeTable:
+    """Predicted artifact size of a model (its config and parameter layout), by group, before
+    training (see module docstring)."""
+    params: dict[str, int] = {}
+    nbytes: dict[str, float] = {}
+    widths: dict[str, set] = {}
+    for name, (shape, g) in layout.items():
+        params[g] = params.get(g, 0) + int(np.prod(shape, dtype=np.int64))
+        if qcfg.scheme == "int8":
+            nbytes[g] = nbytes.get(g, 0.0) + _int8_tensor_bytes(g, shape, qcfg)
+            widths.setdefault(g, set()).add("int8" if np.prod(shape) > qcfg.keep_float_max_numel else "float")
+            continue
+        nbytes[g] = nbytes.get(g, 0.0) + _tensor_bytes(g, shape, qcfg)
+        kind = treatment(g, shape, True, qcfg)
+        widths.setdefault(g, set()).add(_group_width(qcfg, g) if kind == "intq" else "fp16")
+    header = 0
+    if qcfg.scheme != "int8":
+        header, _ = planned_header_bytes(model_cfg, layout, qcfg)
+        _add_lqer(layout, qcfg, nbytes)
+    table = SizeTable(_rows_from(params, nbytes, widths), header, 0, code_bytes, qcfg.size_cap_bytes, predicted=True)
+    table.artifact_bytes = int(round(header + sum(r.bytes for r in table.rows)))
+    return table
+
+
+def _add_lqer(layout: Layout, qcfg: QuantConfig, nbytes: dict[str, float]) -> None:
+    """LQER factors of the lqer_top_k largest matrices (the planner's guess of which gain most)."""
+    for name in _lqer_choice(layout, qcfg):
+        shape, g = layout[name]
+        codes = qcfg.lqer_rank * sum(shape)
+        nbytes[g] = nbytes.get(g, 0.0) + codes * LQER_CODE_BITS / 8.0 + 4.0 * qcfg.lqer_rank * FP16_STREAM_RATIO
+
+
+def predict_bytes(model_cfg: ModelConfig, layout: Layout, qcfg: QuantConfig) -> int:
+    """Predicted artifact bytes (without code)."""
+    return predict_table(model_cfg, layout, qcfg).artifact_bytes
+
+
+def format_table(t: SizeTable) -> str:
+    """The human table plus golf-style key:value totals."""
+    what = "predicted" if t.predicted else "measured"
+    lines = [f"{'group':<9}{'params':>12}  {'width':<14}{'bytes':>12}{'bits/param':>12}{'share':>8}"]
+    for r in t.rows:
+        share = r.bytes / t.total if t.total else 0.0
+        lines.append(f"{r.group:<9}{r.params:>12,}  {r.width:<14}{r.bytes:>12,.0f}{r.bits_per_param:>12.3f}{share:>8.1%}")
+    for label, n in (("header", t.header_bytes), ("code", t.code_bytes)):
+        lines.append(f"{label:<9}{'':>12}  {'':<14}{n:>12,}{'':>12}{(n / t.total if t.total else 0):>8.1%}")
+    bpp = 8.0 * t.artifact_bytes / t.params if t.params else 0.0
+    lines.append(f"{'total':<9}{t.params:>12,}  {'':<14}{t.total:>12,}{bpp:>12.3f}")
+    verdict = "fits" if t.total <= t.cap else f"OVER by {t.total - t.cap:,} bytes"
+    lines.append(f"{what}_artifact_bytes:{t.artifact_bytes} code_bytes:{t.code_bytes} total_bytes:{t.total} "
+                 f"size_cap_bytes:{t.cap} headroom_bytes:{t.cap - t.total} bits_per_param:{bpp:.4f} ({verdict})")
+    return "\n".join(lines)
+
+
+def plot_table(t: SizeTable, png: str | Path) -> Path:
+    """Horizontal bar chart of bytes per group (+ header, code), with the cap in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r.group} ({r.width})" for r in t.rows] + ["header", "code"]
+    values = [r.bytes for r in t.rows] + [t.header_bytes, t.code_bytes]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(labels) + 1.5))
+    bars = ax.barh(labels[::-1], values[::-1], color="#4477aa")
+    for bar, v in zip(bars, values[::-1]):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {v:,.0f}", va="center", fontsize=8)
+    what = "predicted" if t.predicted else "measured"
+    ax.set_xlabel("bytes")
+    ax.set_title(f"{what}: {t.total:,} of {t.cap:,} bytes ({t.total / t.cap:.1%} of the cap)", fontsize=10)
+    ax.set_xlim(0, max(values + [1]) * 1.25)
+    fig.tight_layout()
+    png = Path(png)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png

@@ -1,0 +1,207 @@
+"""`pgolf export`: bundle the package into the one self-contained `train_gpt.py` the rules count.
+
+An ast-based bundler: starting from pgolf.submit.submission it collects every pgolf module it imports
+(at module top or inside functions), orders them so each module's top-level dependencies come
+first, drops the intra-package imports, hoists third-party imports to the top and concatenates
+the module bodies under `# ---- pgolf/x.py ----` banners, ending with the submission's main().
+The run config is embedded as a literal. Two forms:
+
+- readable: the bundle as text (comments kept);
+- compact (default, what the size counts): docstrings and comments stripped via ast.unparse,
+  xz-compressed, base85-encoded, in a four-line stub that decompresses it, registers it in
+  linecache (so tracebacks and inspect.getsource, which Triton needs, still work) and execs it.
+
+Rules that keep this trivial: top-level names unique across bundled modules (checked here),
+no import-time side effects, optional dependencies imported lazily inside functions.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import json
+import lzma
+import pprint
+from functools import lru_cache
+from pathlib import Path
+
+from pgolf.core.errors import PgolfError
+from pgolf.core.config import RunConfig, apply_mapping, config_to_dict
+
+PACKAGE = "pgolf"
+ENTRY_MODULE = "submit.submission"
+ENTRY_CALL = "submission_main()"
+EMBED_MARKER = "EMBEDDED_CONFIG: dict = {}"
+SCRIPT_NAME = "train_gpt.py"
+
+
+class ExportError(PgolfError, ValueError):
+    """The package breaks a bundling rule (duplicate top-level name, missing module, ...)."""
+
+
+def package_dir() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def module_path(name: str) -> Path:
+    """'quant.pack' -> <package>/quant/pack.py (imports name modules, never subpackages)."""
+    path = package_dir().joinpath(*name.split(".")).with_suffix(".py")
+    if not path.is_file():
+        raise ExportError(f"bundled module pgolf.{name} not found at {path}")
+    return path
+
+
+def intra_imports(tree: ast.Module) -> tuple[set[str], set[str]]:
+    """(modules imported at top level, modules imported inside functions), both pgolf-internal."""
+    top, lazy = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PACKAGE + "."):
+            (top if node in tree.body else lazy).add(node.module.split(".", 1)[1])
+        elif isinstance(node, ast.Import) and any(a.name.startswith(PACKAGE) for a in node.names):
+            raise ExportError(f"use `from pgolf.x import name`, not `import {node.names[0].name}`")
+    return top, lazy
+
+
+def bundle_order(entry: str = ENTRY_MODULE) -> list[str]:
+    """Every module reachable from entry, each after its top-level dependencies."""
+    order: list[str] = []
+    visiting: set[str] = set()
+    pending: list[str] = [entry]  # lazily imported modules only need to be present, not ordered
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise ExportError(f"top-level import cycle through pgolf.{name}")
+        visiting.add(name)
+        top, lazy = intra_imports(ast.parse(module_path(name).read_text(encoding="utf-8")))
+        for dep in sorted(top):
+            visit(dep)
+        visiting.discard(name)
+        order.append(name)
+        pending.extend(sorted(lazy))
+
+    while pending:
+        visit(pending.pop(0))
+    return order
+
+
+def top_level_names(tree: ast.Module) -> set[str]:
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def check_unique_names(modules: list[str]) -> None:
+    seen: dict[str, str] = {}
+    for name in modules:
+        for ident in top_level_names(ast.parse(module_path(name).read_text(encoding="utf-8"))):
+            if ident in seen:
+                raise ExportError(f"top-level name {ident!r} is defined in both pgolf.{seen[ident]} and pgolf.{name}")
+            seen[ident] = name
+
+
+def _strip_module(text: str, external: list[str]) -> str:
+    """Module text without its docstring, __future__ import and imports; third-party imports are
+    appended to `external`, function-level pgolf imports become `pass`."""
+    tree = ast.parse(text)
+    lines = text.splitlines()
+    drop: dict[int, str | None] = {}  # 0-based line -> replacement (None = delete)
+    body = tree.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        drop.update({i: None for i in range(body[0].lineno - 1, body[0].end_lineno)})
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        internal = isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE + ".")
+        if node in body:
+            if not internal and not (isinstance(node, ast.ImportFrom) and node.module == "__future__"):
+                external.append(ast.get_source_segment(text, node))
+            drop.update({i: None for i in range(node.lineno - 1, node.end_lineno)})
+        elif internal:
+            indent = lines[node.lineno - 1][: node.col_offset]
+            drop.update({i: None for i in range(node.lineno - 1, node.end_lineno)})
+            drop[node.lineno - 1] = indent + "pass"
+    kept = [drop.get(i, line) for i, line in enumerate(lines)]
+    return "\n".join(line for line in kept if line is not None).strip("\n")
+
+
+def readable_bundle(cfg: RunConfig) -> str:
+    """The whole program as one readable Python file, with cfg embedded."""
+    modules = bundle_order()
+    check_unique_names(modules)
+    external: list[str] = []
+    parts = []
+    for name in modules:
+        text = module_path(name).read_text(encoding="utf-8")
+        if name == ENTRY_MODULE:
+            if EMBED_MARKER not in text:
+                raise ExportError(f"pgolf.{ENTRY_MODULE} lacks the line {EMBED_MARKER!r}")
+            literal = pprint.pformat(json.loads(json.dumps(config_to_dict(cfg))), width=100, sort_dicts=True)
+            text = text.replace(EMBED_MARKER, "EMBEDDED_CONFIG: dict = " + literal)
+        parts.append(f"# ---- pgolf/{name.replace('.', '/')}.py ----\n" + _strip_module(text, external))
+    imports = list(dict.fromkeys(external))
+    head = (f'"""Parameter Golf submission generated by pgolf export (preset {cfg.preset}).\n'
+            f'Run: torchrun --standalone --nproc_per_node=8 {SCRIPT_NAME}"""\n'
+            "from __future__ import annotations\n\n" + "\n".join(imports))
+    tail = f'\n\nif __name__ == "__main__":\n    {ENTRY_CALL}\n'
+    return head + "\n\n\n" + "\n\n\n".join(parts) + tail
+
+
+def strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            b = node.body
+            if b and isinstance(b[0], ast.Expr) and isinstance(b[0].value, ast.Constant) and isinstance(b[0].value.value, str):
+                node.body = b[1:] or [ast.Pass()]
+    return tree
+
+
+def compact_bundle(readable: str) -> str:
+    """Comment- and docstring-free source, xz + base85, in a self-registering exec stub."""
+    src = ast.unparse(strip_docstrings(ast.parse(readable)))
+    payload = base64.b85encode(lzma.compress(src.encode("utf-8"), preset=9 | lzma.PRESET_EXTREME)).decode("ascii")
+    return ("import lzma,base64,linecache as L\n"
+            f"s=lzma.decompress(base64.b85decode('{payload}')).decode()\n"
+            f"L.cache['<{SCRIPT_NAME}>']=(len(s),None,s.splitlines(True),'<{SCRIPT_NAME}>')\n"
+            f"exec(compile(s,'<{SCRIPT_NAME}>','exec'))\n")
+
+
+def export_script(cfg: RunConfig, out: str | Path, readable: bool = False) -> int:
+    """Write train_gpt.py (compact unless readable); returns its literal byte size."""
+    text = readable_bundle(cfg)
+    if not readable:
+        text = compact_bundle(text)
+    data = text.encode("utf-8")
+    Path(out).write_bytes(data)
+    return len(data)
+
+
+def submission_config(cfg: RunConfig) -> RunConfig:
+    """The config as shipped: machine-specific fields reset to the official defaults (data under
+    ./data, run id from RUN_ID or generated, device auto) so the script runs on any 8xH100 box."""
+    out = RunConfig()
+    apply_mapping(out, json.loads(json.dumps(config_to_dict(cfg))), "config")
+    vocab = out.model.vocab_size
+    out.run_id, out.device, out.out_dir = "", "auto", "runs"
+    out.data.data_path = f"./data/datasets/fineweb10B_sp{vocab}"
+    out.data.tokenizer_path = f"./data/tokenizers/fineweb_{vocab}_bpe.model"
+    return out
+
+
+@lru_cache(maxsize=8)
+def _compact_size(cfg_json: str) -> int:
+    cfg = RunConfig()
+    apply_mapping(cfg, json.loads(cfg_json), "config")
+    return len(compact_bundle(readable_bundle(cfg)).encode("utf-8"))
+
+
+def exported_code_bytes(cfg: RunConfig) -> int:
+    """Literal bytes of the compact train_gpt.py this config exports to (what the cap counts)."""
+    return _compact_size(json.dumps(config_to_dict(submission_config(cfg)), sort_keys=True))

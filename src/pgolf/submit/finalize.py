@@ -1,0 +1,170 @@
+"""After training: quantize, compress, size-check, reload from disk and score the roundtrip model.
+
+Log lines follow the official script (`Serialized model …`, `Code size: …`, `Total submission
+size …`, `final_int8_zlib_roundtrip_exact val_loss:… val_bpb:…`), named after the scheme and codec
+actually used, plus `final_sliding_window_exact …` when sliding evaluation is configured.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pgolf.core.config import config_to_dict
+from pgolf.core.roles import quant_groups
+from pgolf.core.runlog import is_tty
+from pgolf.core.runtime import barrier, sync_device
+from pgolf.eval.scoring import Score, evaluate
+from pgolf.quant.gptq import calibration_batches, collect_hessians
+from pgolf.quant.pack import pack, unpack
+from pgolf.quant.schemes import quantize
+from pgolf.train.trainer import Session, TrainState
+
+
+@dataclass
+class Summary:
+    """What a run produced (written as summary.json)."""
+
+    run_id: str
+    preset: str
+    params: int
+    steps: int
+    train_time_ms: float
+    tokens_seen: int
+    pre_quant: dict = field(default_factory=dict)
+    roundtrip: dict = field(default_factory=dict)
+    sliding: dict = field(default_factory=dict)
+    artifact_path: str = ""
+    artifact_bytes: int = 0
+    code_bytes: int = 0
+    total_bytes: int = 0
+    size_cap_bytes: int = 0
+    codec: str = ""
+    scheme: str = ""
+    eval_seconds: dict = field(default_factory=dict)
+
+
+def _score_dict(score: Score) -> dict:
+    return {"val_loss": score.val_loss, "val_bpb": score.val_bpb, "tokens": score.tokens, "bytes": score.bytes}
+
+
+def eval_window(s: Session) -> int:
+    return s.cfg.eval.eval_seq_len or s.cfg.train.train_seq_len
+
+
+def score_model(s: Session, stride: int) -> tuple[Score, float]:
+    """Score the live model (non-overlapping when stride == 0); returns (score, seconds)."""
+    sync_device(s.rt)
+    t0 = time.perf_counter()
+    window = s.cfg.train.train_seq_len if stride == 0 else eval_window(s)
+    batch = s.cfg.eval.batch_seqs if stride else max(
+        s.cfg.eval.val_batch_size // (s.rt.world_size * s.grad_accum * window), 1)
+    score = evaluate(s.base, s.val.tokens, s.val.tables, window=window, stride=stride, batch_seqs=batch,
+                     rank=s.rt.rank, world_size=s.rt.world_size, device=s.rt.device, autocast=s.autocast,
+                     progress=s.rt.master and stride > 0 and is_tty())
+    sync_device(s.rt)
+    return score, time.perf_counter() - t0
+
+
+def save_raw(s: Session, code_bytes: int) -> None:
+    """The unquantized weights (safetensors) for debugging; sizes logged as the official script."""
+    if not s.rt.master:
+        return
+    from safetensors.torch import save_file
+
+    path = s.run_dir / "final_model.safetensors"
+    save_file({k: v.detach().cpu().contiguous() for k, v in s.base.state_dict().items()}, str(path))
+    nbytes = path.stat().st_size
+    s.log(f"Serialized model: {nbytes} bytes")
+    s.log(f"Code size: {code_bytes} bytes")
+    s.log(f"Total submission size: {nbytes + code_bytes} bytes")
+
+
+def calibrate(s: Session) -> tuple[dict | None, float | None]:
+    """GPTQ Hessians from training batches (never validation data), within the quant time budget.
+    Returns (hessians or None, deadline for GPTQ or None)."""
+    q, t = s.cfg.quant, s.cfg.train
+    if q.scheme != "mixed" or not q.gptq:
+        return None, None
+    deadline = time.perf_counter() + q.gptq_time_budget_s if q.gptq_time_budget_s > 0 else None
+    seqs = max(t.train_batch_tokens // (s.rt.world_size * s.grad_accum * t.train_seq_len), 1)
+    batches = calibration_batches(s.train_pattern, q.gptq_calib_batches, seqs, t.train_seq_len, s.rt.device)
+    hs = collect_hessians(s.base, batches, time_budget_s=0.5 * q.gptq_time_budget_s)
+    s.log(f"gptq_calibration batches:{hs.batches} tokens:{hs.tokens} time:{1000 * hs.seconds:.0f}ms")
+    return hs.h, deadline
+
+
+def pack_artifact(s: Session, code_bytes: int, summary: Summary) -> Path:
+    """Calibrate, quantize and compress to the run folder (rank 0); over the cap the file is
+    renamed *.over_cap and SizeCapError says by how much."""
+    q = s.cfg.quant
+    path = s.run_dir / f"final_model.{q.scheme}.pglf"
+    if s.rt.master:
+        t0 = time.perf_counter()
+        hessians, deadline = calibrate(s)
+        qs = quantize(s.base.state_dict(), quant_groups(s.base), q, hessians=hessians, deadline=deadline)
+        info = getattr(qs, "info", {}) or {}
+        s.log(f"quantize:{q.scheme} gptq_tensors:{len(info.get('gptq', []))} "
+              f"rtn_after_deadline:{len(info.get('rtn_after_deadline', []))} lqer:{','.join(info.get('lqer', []))} "
+              f"quant_time:{1000 * (time.perf_counter() - t0):.0f}ms")
+        counted = code_bytes if q.count_code_bytes else 0
+        try:
+            res = pack(qs, asdict(s.cfg.model), q, path, code_bytes=counted)
+        finally:
+            barrier(s.rt)
+        summary.codec, summary.artifact_bytes = res.codec, res.bytes
+        label = f"{q.scheme}+{res.codec}"
+        s.log(f"Serialized model {label}: {res.bytes} bytes (payload:{res.payload_bytes} "
+              f"codec_sizes:{json.dumps(res.codec_sizes, sort_keys=True)} pack_time:{1000 * res.seconds:.0f}ms)")
+        s.log(f"Total submission size {label}: {res.bytes + code_bytes} bytes")
+    else:
+        barrier(s.rt)
+    return path
+
+
+def roundtrip(s: Session, path: Path, summary: Summary) -> None:
+    """Reload the artifact from disk into the model and score it (official + sliding)."""
+    state, meta = unpack(path)
+    s.base.load_state_dict({k: v.to(s.rt.device) for k, v in state.items()}, strict=True)
+    tag = f"{meta['scheme']}_{summary.codec or s.cfg.quant.compressor}".replace("+", "_")
+    score, secs = score_model(s, stride=0)
+    s.log(f"final_{tag}_roundtrip val_loss:{score.val_loss:.4f} val_bpb:{score.val_bpb:.4f} eval_time:{1000 * secs:.0f}ms")
+    s.log(f"final_{tag}_roundtrip_exact val_loss:{score.val_loss:.8f} val_bpb:{score.val_bpb:.8f}")
+    summary.roundtrip, summary.eval_seconds["roundtrip"] = _score_dict(score), secs
+    if summary.pre_quant:  # the quantization gap, every time
+        gap = score.val_bpb - summary.pre_quant["val_bpb"]
+        summary.roundtrip["quant_gap_bpb"] = gap
+        s.log(f"quant_gap val_bpb:{gap:+.6f} pre_quant:{summary.pre_quant['val_bpb']:.6f} roundtrip:{score.val_bpb:.6f}")
+    stride = s.cfg.eval.stride
+    if stride > 0 and s.cfg.eval.final_sliding:
+        score, secs = score_model(s, stride=stride)
+        s.log(f"final_sliding_window val_loss:{score.val_loss:.4f} val_bpb:{score.val_bpb:.4f} "
+              f"stride:{stride} window:{eval_window(s)} eval_time:{1000 * secs:.0f}ms")
+        s.log(f"final_sliding_window_exact val_loss:{score.val_loss:.8f} val_bpb:{score.val_bpb:.8f}")
+        summary.sliding, summary.eval_seconds["sliding"] = _score_dict(score), secs
+
+
+def finalize(s: Session, st: TrainState, code_bytes: int) -> Summary:
+    """Pack, check size, roundtrip-evaluate; write summary.json; return the Summary.
+    `code_bytes` is the literal size of the submission script that goes with the artifact."""
+    t = s.cfg.train
+    summary = Summary(run_id=s.cfg.run_id, preset=s.cfg.preset, params=sum(p.numel() for p in s.base.parameters()),
+                      steps=st.step, train_time_ms=st.training_time_ms, tokens_seen=st.step * t.train_batch_tokens,
+                      size_cap_bytes=s.cfg.quant.size_cap_bytes, scheme=s.cfg.quant.scheme)
+    if st.history:
+        summary.pre_quant = {k: st.history[-1][k] for k in ("val_loss", "val_bpb")}
+    summary.code_bytes = code_bytes
+    save_raw(s, code_bytes)
+    path = pack_artifact(s, code_bytes, summary)
+    summary.artifact_path = str(path)
+    summary.artifact_bytes = summary.artifact_bytes or path.stat().st_size
+    summary.codec = summary.codec or s.cfg.quant.compressor
+    summary.total_bytes = summary.artifact_bytes + code_bytes
+    roundtrip(s, path, summary)
+    if s.rt.master:
+        out = {"summary": asdict(summary), "history": st.history, "config": config_to_dict(s.cfg)}
+        (s.run_dir / "summary.json").write_text(json.dumps(out, indent=2) + "\n")
+    return summary
+
