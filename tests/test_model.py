@@ -236,3 +236,21 @@ def test_learned_asymmetric_softcap_bounds_logits():
     assert float(out.detach().max()) <= 5.0 and float(out.detach().min()) >= -2.0
     assert model.softcap_pos.requires_grad and model.softcap_neg.requires_grad
 
+
+def test_lookup_table_gradients_are_bit_reproducible_with_threads():
+    """BigramHash / value-embedding rows repeated in a batch accumulate their gradients in a fixed
+    order: two identical backward passes on 2 threads give identical bits (indexing with
+    table[idx] did not, so two identical runs gave different artifacts)."""
+    cfg = small(vocab_size=256, bigram_buckets=64, bigram_dim=16, ve_layers="1,2", ve_dim=16)
+    ids = torch.randint(2, 256, (16, 129), generator=torch.Generator().manual_seed(0))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = []
+        for _ in range(2):
+            model = perturbed(cfg).train()
+            model(ids[:, :-1], ids[:, 1:]).backward()
+            grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])

@@ -242,7 +242,10 @@ class BigramHash(nn.Module):
         prev, valid = previous_tokens(ids, bos_id)
         h = torch.bitwise_xor(BIGRAM_MUL_CUR * ids, BIGRAM_MUL_PREV * prev) % (self.buckets - 1)
         idx = torch.where(valid, h, torch.full_like(h, self.buckets - 1))
-        return self.bigram_scale.to(self.bigram_table.dtype) * self.bigram_proj(self.bigram_table[idx])
+        # F.embedding, not bigram_table[idx]: the indexing backward accumulates repeated rows in a
+        # thread-scheduled order on CPU, so two identical runs drifted apart (measured: the raw
+        # weights of two 5-step frontier-cpu-proxy runs differed); the embedding backward does not.
+        return self.bigram_scale.to(self.bigram_table.dtype) * self.bigram_proj(F.embedding(idx, self.bigram_table))
 
 
 class SmearGate(nn.Module):
@@ -275,7 +278,7 @@ class ValueEmbedding(nn.Module):
         self.slot = {layer: i for i, layer in enumerate(layers)}
 
     def forward(self, ids: Tensor) -> Tensor:
-        return self.ve_proj(self.ve_table[ids])  # (B, T, kv_dim)
+        return self.ve_proj(F.embedding(ids, self.ve_table))  # (B, T, kv_dim); deterministic backward (BigramHash)
 
 
 def layer_schedule(cfg: ModelConfig, recur_active: bool) -> list[int]:
