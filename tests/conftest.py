@@ -67,7 +67,7 @@ def tiny_config(data_dir: Path, tokenizer: Path, **train) -> RunConfig:
     e.val_batch_size, e.batch_seqs = 4096, 8
     cfg.data.data_path, cfg.data.tokenizer_path = str(data_dir), str(tokenizer)
     cfg.quant.keep_float_max_numel = 256
-    cfg.device = "cpu"
+    cfg.device, cfg.threads = "cpu", 1  # fixed threads: runs compared within a test stay bit-identical
     for k, v in train.items():
         setattr(t, k, v)
     return cfg

@@ -160,21 +160,25 @@ def test_ema_weights_are_scored_before_packing(tiny_dataset, workdir):
 
 
 def test_ema_arithmetic_matches_a_hand_computation(tiny_dataset, workdir):
-    """ema_0 = w_0; ema_k = d * ema_(k-1) + (1 - d) * w_k, in fp32; use_ema_weights copies it in."""
+    """Warm-started EMA: the first update copies the weights, then
+    ema = d_t * ema + (1 - d_t) * w with d_t = min(decay, (1 + t) / (10 + t)); use_ema_weights
+    copies it in."""
     cfg = tiny_config(*tiny_dataset, ema_decay=0.9)
     cfg.run_id = "ema-hand"
     s = trainer_mod.setup(cfg)
     name = "blocks.0.attn.c_q.weight"
     weight = dict(s.base.named_parameters())[name]
-    values = [torch.full_like(weight, v) for v in (1.0, 3.0, -2.0)]
-    for v in values:
+    for v in (1.0, 3.0, -2.0):
         with torch.no_grad():
-            weight.copy_(v)
+            weight.fill_(v)
         trainer_mod.update_ema(s)
-    hand = 0.9 * (0.9 * 1.0 + 0.1 * 3.0) + 0.1 * -2.0  # 0.72
-    assert torch.allclose(s.ema[name], torch.full_like(weight, hand), atol=1e-6)
+    d2, d3 = 3 / 12, 4 / 13  # both below the configured 0.9
+    hand = d3 * (d2 * 1.0 + (1 - d2) * 3.0) + (1 - d3) * -2.0
+    assert s.ema_steps == 3
+    assert torch.allclose(trainer_mod.ema_state(s)[name], torch.full_like(weight, hand), atol=1e-6)
     assert trainer_mod.use_ema_weights(s)
     assert torch.allclose(weight.detach(), torch.full_like(weight, hand), atol=1e-6)
+    assert trainer_mod.ema_decay_at(0.9, 1000) == 0.9
 
 
 def test_warmup_is_undone_exactly(tiny_dataset, workdir):

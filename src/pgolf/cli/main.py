@@ -35,7 +35,7 @@ def cmd_train(args: argparse.Namespace, record: bool = False) -> int:
     from pgolf.submit.record import final_scores, write_record
     from pgolf.train.trainer import run_training
 
-    session, state = run_training(cfg, resume_from=args.resume)
+    session, state = run_training(cfg, resume_from=args.resume, overwrite=args.overwrite)
     summary = finalize(session, state, code_bytes=exported_code_bytes(cfg))
     if session.rt.master:
         print(f"summary:{session.run_dir / 'summary.json'} final_val_bpb:{final_scores(summary)['val_bpb']:.8f}")
@@ -85,10 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--dry-run", action="store_true", help="print params, predicted size and FLOPs; no training")
     p.add_argument("--resume", type=Path, help="continue from a checkpoint.safetensors")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run that has the same RUN_ID")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("run", help="the main job: train on the machine's default recipe, pack, roundtrip-evaluate, write a record folder")
     add_config_args(p)
     p.add_argument("--resume", type=Path, help="continue from a checkpoint.safetensors")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run that has the same RUN_ID")
     p.set_defaults(func=cmd_run, dry_run=False)
     p = sub.add_parser("export", help="write the self-contained train_gpt.py for a config")
     add_config_args(p)

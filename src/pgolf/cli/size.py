@@ -16,7 +16,7 @@ from pgolf.cli.options import add_config_args, build_config, default_preset_name
 from pgolf.core.config import model_config_from_dict, validate
 from pgolf.core.errors import MissingInputError, UsageError
 from pgolf.model.inventory import quant_groups_for, quant_layout
-from pgolf.quant.container import read_header
+from pgolf.quant.container import read_artifact
 from pgolf.quant.plan import SizeTable, format_table, measure_table, plot_table, predict_table
 from pgolf.submit.export import exported_code_bytes
 
@@ -58,7 +58,8 @@ def planned_table(args: argparse.Namespace) -> SizeTable:
 def measured_table(args: argparse.Namespace) -> SizeTable:
     """The exact table of an artifact; groups of its float tensors come from the model its
     header's config builds."""
-    model_cfg = model_config_from_dict(read_header(args.artifact)["meta"]["model"])
+    _, meta = read_artifact(args.artifact)  # the whole payload verified, not only the header
+    model_cfg = model_config_from_dict(meta.get("model"), source=str(args.artifact))
     return measure_table(args.artifact, quant_groups_for(model_cfg), _code_bytes(args))
 
 

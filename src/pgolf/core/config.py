@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,9 +252,12 @@ def _resolve(cfg: RunConfig, dotted: str) -> tuple[Any, str]:
 
 def set_option(cfg: RunConfig, dotted: str, value: Any, source: str = "") -> None:
     """Set one dotted option (e.g. 'model.num_layers'), parsing strings and checking types."""
-    obj, name = _resolve(cfg, dotted)
-    typ = _field_types(obj)[name]
     label = source or dotted
+    try:
+        obj, name = _resolve(cfg, dotted)
+    except ConfigError as exc:
+        raise ConfigError(f"{source.split(': ')[0]}: {exc}" if source and source != dotted else str(exc)) from None
+    typ = _field_types(obj)[name]
     if isinstance(value, str) and typ is not str:
         value = parse_value(value, typ, label)
     elif typ is float and isinstance(value, int) and not isinstance(value, bool):
@@ -309,17 +313,106 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    """Rebuild a ModelConfig from a dict (e.g. an artifact header); unknown keys are errors."""
-    known = _field_types(ModelConfig())
-    unknown = set(data) - set(known)
-    if unknown:
-        raise ConfigError(f"unknown model options {sorted(unknown)}")
-    return ModelConfig(**data)
+def model_config_from_dict(data: Any, source: str = "model config") -> ModelConfig:
+    """Rebuild a ModelConfig from a dict that may come from an untrusted file (an artifact header,
+    a run folder): unknown keys, wrong types, out-of-range values and inconsistent shapes are
+    ConfigErrors naming `source`, before anything is built from it."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: model config must be a mapping, got {type(data).__name__}")
+    cfg = RunConfig()
+    for key, value in data.items():
+        if not isinstance(key, str) or key in SECTIONS:
+            raise ConfigError(f"{source}: unknown model option {key!r}")
+        set_option(cfg, f"model.{key}", value, source=f"{source}: model.{key}")
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return cfg.model
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric option: [lo, hi], either end open when marked."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        above = value > self.lo if self.lo_open else value >= self.lo
+        below = value < self.hi if self.hi_open else value <= self.hi
+        return above and below
+
+    def __str__(self) -> str:
+        fmt = lambda v: f"{v:,}" if float(v).is_integer() else f"{v:g}"  # noqa: E731
+        return f"{'(' if self.lo_open else '['}{fmt(self.lo)}, {fmt(self.hi)}{')' if self.hi_open else ']'}"
+
+
+_BIG = 2**40  # "no practical limit" for counts of tokens, bytes or steps
+_UNIT, _UNIT_OPEN_TOP = Range(0, 1), Range(0, 1, hi_open=True)
+_LR, _WD = Range(0, 10), Range(0, 10)
+# Every numeric option's allowed range, checked in one place (check_ranges) before anything is
+# built or allocated: e.g. model.num_layers=1e9 is refused before a dry run builds the model.
+RANGES: dict[str, Range] = {
+    "seed": Range(0, 2**32 - 1), "train_shards": Range(0, 100_000), "threads": Range(0, 1024),
+    "model.vocab_size": Range(2, 65_536), "model.num_layers": Range(1, 64), "model.model_dim": Range(2, 16_384),
+    "model.num_heads": Range(1, 256), "model.num_kv_heads": Range(1, 256), "model.mlp_mult": Range(0, 64, lo_open=True),
+    "model.leaky_slope": _UNIT, "model.tied_embed_init_std": Range(0, 1, lo_open=True),
+    "model.logit_softcap": Range(0, 1000, lo_open=True), "model.logit_softcap_neg": Range(0, 1000),
+    "model.rope_base": Range(1, 1e9), "model.rope_dims": Range(0, 4096), "model.qk_gain_init": Range(0, 100),
+    "model.bigram_buckets": Range(0, 2**24), "model.bigram_dim": Range(1, 16_384), "model.ve_dim": Range(1, 16_384),
+    "model.recur_loops": Range(1, 16), "model.recur_start_frac": _UNIT, "model.parallel_from": Range(-1, 63),
+    "model.attn_gate_dims": Range(1, 16_384), "model.attn_gate_scale": Range(0, 100), "model.bos_id": Range(0, 65_535),
+    "train.iterations": Range(0, _BIG), "train.warmup_steps": Range(0, 1_000_000), "train.warmdown_iters": Range(0, _BIG),
+    "train.warmdown_frac": _UNIT, "train.min_lr_frac": _UNIT, "train.reserve_seconds": Range(0, 86_400),
+    "train.train_batch_tokens": Range(1, 2**31), "train.train_seq_len": Range(1, 2**20),
+    "train.grad_accum_steps": Range(0, 4096), "train.max_wallclock_seconds": Range(0, 30 * 86_400),
+    "train.val_loss_every": Range(0, _BIG), "train.train_log_every": Range(0, _BIG),
+    "train.embed_lr": _LR, "train.head_lr": _LR, "train.tied_embed_lr": _LR, "train.matrix_lr": _LR, "train.scalar_lr": _LR,
+    "train.muon_momentum": _UNIT_OPEN_TOP, "train.muon_backend_steps": Range(1, 20),
+    "train.muon_momentum_warmup_start": _UNIT_OPEN_TOP, "train.muon_momentum_warmup_steps": Range(0, _BIG),
+    "train.muon_weight_decay": _WD, "train.adam_weight_decay": _WD, "train.embed_weight_decay": _WD,
+    "train.beta1": _UNIT_OPEN_TOP, "train.beta2": _UNIT_OPEN_TOP, "train.adam_eps": Range(0, 1, lo_open=True),
+    "train.grad_clip_norm": Range(0, 1e6), "train.ema_decay": _UNIT_OPEN_TOP, "train.checkpoint_every": Range(0, _BIG),
+    "eval.val_batch_size": Range(1, 2**31), "eval.eval_seq_len": Range(0, 2**20), "eval.stride": Range(0, 2**20),
+    "eval.batch_seqs": Range(1, 65_536), "eval.val_max_tokens": Range(0, _BIG),
+    "quant.keep_float_max_numel": Range(0, _BIG), "quant.size_cap_bytes": Range(1, _BIG),
+    "quant.attn_bits": Range(2, 16), "quant.mlp_bits": Range(2, 16), "quant.embed_bits": Range(2, 16),
+    "quant.hash_bits": Range(2, 16), "quant.attn_clip_sigmas": Range(0, 100, lo_open=True),
+    "quant.mlp_clip_sigmas": Range(0, 100, lo_open=True), "quant.embed_clip_sigmas": Range(0, 100, lo_open=True),
+    "quant.hash_clip_sigmas": Range(0, 100, lo_open=True), "quant.gptq_calib_batches": Range(1, 100_000),
+    "quant.gptq_block_size": Range(1, 65_536), "quant.gptq_damp": Range(0, 10, lo_open=True),
+    "quant.gptq_time_budget_s": Range(0, 86_400), "quant.lqer_rank": Range(0, 4096), "quant.lqer_top_k": Range(0, 100_000),
+}
+
+
+def numeric_options(cfg: RunConfig) -> dict[str, float]:
+    """Dotted name -> value of every int/float option (bools excluded)."""
+    out = {}
+    for obj, prefix in [(cfg, "")] + [(getattr(cfg, s), s + ".") for s in SECTIONS]:
+        for name, typ in _field_types(obj).items():
+            if typ in (int, float) and name not in SECTIONS:
+                out[prefix + name] = getattr(obj, name)
+    return out
+
+
+def check_ranges(cfg: RunConfig) -> None:
+    """Every numeric option inside its RANGES entry, or a ConfigError naming it and the range."""
+    for dotted, value in numeric_options(cfg).items():
+        allowed = RANGES.get(dotted)
+        if allowed is None:
+            raise ConfigError(f"{dotted}: no allowed range is declared (pgolf.core.config.RANGES)")
+        if value not in allowed:
+            raise ConfigError(f"{dotted}={value!r} is outside the allowed range {allowed}")
 
 
 def validate(cfg: RunConfig) -> None:
-    """Reject inconsistent combinations early, with the option named."""
+    """Reject out-of-range values and inconsistent combinations early, with the option named."""
+    check_ranges(cfg)
     m, t = cfg.model, cfg.train
     if m.model_dim % m.num_heads:
         raise ConfigError(f"model.model_dim={m.model_dim} must be divisible by num_heads={m.num_heads}")

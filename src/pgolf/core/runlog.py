@@ -1,9 +1,22 @@
-"""Run logging: golf-compatible `key:value` lines to logs/<run_id>.txt, echoed on rank 0."""
+"""Run logging: golf-compatible `key:value` lines to logs/<run_id>.txt, echoed on rank 0.
+
+A log that can no longer be written (disk full, folder removed or made read-only mid-run) does
+not stop the run: the lines go on in a rescue file (`rescue_root()/<name>`), and one notice on
+the console says where."""
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
+
+RESCUE_ROOT_ENV = "PGOLF_RESCUE_DIR"  # where outputs go when their own folder is unwritable
+
+
+def rescue_root() -> Path:
+    """$PGOLF_RESCUE_DIR, else <temp dir>/pgolf-rescue."""
+    return Path(os.environ.get(RESCUE_ROOT_ENV) or tempfile.gettempdir()) / "pgolf-rescue"
 
 
 class RunLog:
@@ -21,8 +34,26 @@ class RunLog:
         if console and self.echo:
             print(msg, flush=True)
         if self.path is not None:
-            with open(self.path, "a", encoding="utf-8") as f:
-                print(msg, file=f)
+            try:
+                self._append(msg)
+            except OSError as exc:
+                self._rescue(exc)
+                self._append(msg)
+
+    def _append(self, msg: str) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            print(msg, file=f)
+
+    def _rescue(self, exc: OSError) -> None:
+        old, self.path = self.path, rescue_root() / self.path.name
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if old.is_file() and not self.path.exists():
+            try:
+                self.path.write_bytes(old.read_bytes())  # keep what was logged so far
+            except OSError:
+                pass
+        print(f"log:rescued {old} is not writable ({exc.strerror or exc}); logging to {self.path}",
+              file=sys.stderr, flush=True)
 
 
 def fmt_kv(**items) -> str:
@@ -31,7 +62,3 @@ def fmt_kv(**items) -> str:
     for k, v in items.items():
         parts.append(f"{k}:{v:.4f}" if isinstance(v, float) else f"{k}:{v}")
     return " ".join(parts)
-
-
-def is_tty() -> bool:
-    return sys.stdout.isatty()

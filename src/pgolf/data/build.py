@@ -158,17 +158,32 @@ def read_source_texts(path: Path) -> Iterator[str]:
         except UnicodeDecodeError as exc:
             raise DocumentError(f"{path}: not UTF-8 text ({exc})") from exc
         return
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                text = json.loads(line)["text"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise DocumentError(f"{path}:{lineno}: not a JSON object with a 'text' field ({exc})") from exc
-            if not isinstance(text, str):
-                raise DocumentError(f"{path}:{lineno}: 'text' is not a string")
-            yield text
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            yield from _jsonl_text(path, lineno, raw)
+
+
+def _jsonl_text(path: Path, lineno: int, raw: bytes) -> Iterator[str]:
+    """The `text` of one JSONL line (nothing for a blank line); every way the line can be wrong is
+    a DocumentError naming the file and line."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"{path}:{lineno}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if not line.strip():
+        return
+    try:
+        text = json.loads(line)["text"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DocumentError(f"{path}:{lineno}: not a JSON object with a 'text' field ({exc})") from None
+    if not isinstance(text, str):
+        raise DocumentError(f"{path}:{lineno}: 'text' is not a string")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DocumentError(f"{path}:{lineno}: 'text' holds a lone surrogate at character {exc.start} "
+                            "(not encodable as UTF-8)") from None
+    yield text
 
 
 def iter_documents(sources: str | Path | Iterable[str | Path], max_docs: int | None = None) -> Iterator[str]:

@@ -14,14 +14,16 @@ from pathlib import Path
 
 import torch
 
-from pgolf.core.config import RunConfig, model_config_from_dict
+from pgolf.core.config import RunConfig, model_config_from_dict, validate
 from pgolf.core.errors import UsageError
-from pgolf.core.runlog import RunLog, is_tty
+from pgolf.core.runlog import RunLog
 from pgolf.core.runtime import autocast_for, init_runtime, shutdown
 from pgolf.data.source import load_val_data, resolve_data
 from pgolf.eval.scoring import evaluate
 from pgolf.model.gpt import GPT
-from pgolf.model.weights import load_matching
+from pgolf.model.inventory import param_shapes
+from pgolf.model.weights import WeightsMismatchError, load_matching
+from pgolf.quant.container import ArtifactError
 from pgolf.quant.official import load_official_checkpoint
 from pgolf.quant.pack import unpack
 
@@ -39,9 +41,15 @@ def weights_kind(path: Path, kind: str = "auto") -> str:
 
 
 def load_safetensors_state(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file (a training checkpoint's model part); a corrupt or foreign
+    file is a one-line ArtifactError."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    state = load_file(str(path))
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
     if any(k.startswith("model.") for k in state):  # a training checkpoint
         state = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
     return state
@@ -52,25 +60,45 @@ def load_weights(cfg: RunConfig, path: Path, kind: str) -> dict[str, torch.Tenso
     kind = weights_kind(path, kind)
     if kind == "artifact":
         state, meta = unpack(path)
-        cfg.model = model_config_from_dict(meta["model"])
+        cfg.model = model_config_from_dict(meta.get("model"), source=str(path))
         return state
     if kind == "safetensors":
         run_cfg = path.parent / "config.json"
         if run_cfg.is_file():
-            cfg.model = model_config_from_dict(json.loads(run_cfg.read_text())["model"])
+            try:
+                saved = json.loads(run_cfg.read_text(encoding="utf-8")).get("model")
+            except (ValueError, AttributeError) as exc:
+                raise ArtifactError(f"{run_cfg}: not a pgolf run config ({exc})") from None
+            cfg.model = model_config_from_dict(saved, source=str(run_cfg))
         return load_safetensors_state(path)
     return load_official_checkpoint(path)
+
+
+def check_shapes(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], source: Path) -> None:
+    """The weights must be exactly the parameters of the configured model (names and shapes),
+    checked against a meta-device build, so a lying config cannot make pgolf allocate a model
+    the file does not hold."""
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if got == expected:
+        return
+    missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
+    detail = (f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}" if extra
+              else f"{wrong[0]} is {list(got[wrong[0]])}, the model has {list(expected[wrong[0]])}")
+    raise WeightsMismatchError(f"{source}: weights do not match this model config ({detail})")
 
 
 def run_eval(cfg: RunConfig, path: Path, kind: str = "auto") -> dict:
     """Score weights non-overlapping (official) and, when eval.stride > 0, sliding-window."""
     if not path.is_file():
         raise UsageError(f"{path}: weights file not found")
+    validate(cfg)
     rt = init_runtime(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     state = load_weights(cfg, path, kind)
     log = RunLog(None, master=rt.master)
+    check_shapes(state, param_shapes(cfg.model), path)  # before allocating a model from the config
     model = GPT(cfg.model).to(rt.device)
     load_matching(model, {k: v.to(rt.device) for k, v in state.items()}, path)
     model.set_recurrence(bool(cfg.model.recur_layers) and cfg.model.recur_loops > 1)
@@ -85,7 +113,7 @@ def run_eval(cfg: RunConfig, path: Path, kind: str = "auto") -> dict:
         t0 = time.perf_counter()
         score = evaluate(model, val.tokens, val.tables, window=win, stride=stride, batch_seqs=cfg.eval.batch_seqs,
                          rank=rt.rank, world_size=rt.world_size, device=rt.device, autocast=autocast_for(rt.device),
-                         progress=rt.master and is_tty())
+                         progress=rt.master)
         secs = time.perf_counter() - t0
         log(f"eval:{name} window:{win} stride:{stride} val_loss:{score.val_loss:.8f} val_bpb:{score.val_bpb:.8f} "
             f"tokens:{score.tokens} val_bytes:{score.bytes} eval_time:{1000 * secs:.0f}ms")

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pgolf.core.errors import ConfigError
+from pgolf.core.progress import track
 from pgolf.data.tokenizer import ByteTables, TokenizerError
 
 
@@ -139,7 +140,7 @@ def evaluate(model, tokens: Tensor, tables: ByteTables, window: int, stride: int
     was_training = model.training
     model.eval()
     batches = range(0, mine.size, max(batch_seqs, 1))
-    for b0 in _progress(batches, "scoring", progress):
+    for b0 in track(batches, "scoring", progress):
         x, y, scored = _window_batch(tokens, plan, mine[b0 : b0 + batch_seqs], device)
         with autocast or nullcontext():
             l, n, nb = _batch_stats(model, x, y, scored, tables_t)
@@ -158,15 +159,6 @@ def _all_reduce_score(loss: Tensor, ntok: int, nbytes: Tensor, device) -> Score:
         dist.all_reduce(nbytes)
         ntok = int(counts.item())
     return Score(float(loss.item()), ntok, int(nbytes.item()))
-
-
-def _progress(seq, label: str, enabled: bool):
-    """Wrap an iterable in a rich progress bar when enabled (TTY, rank 0)."""
-    if not enabled:
-        return seq
-    from rich.progress import track
-
-    return track(seq, description=label, transient=True)
 
 
 def score_reference(model, tokens: Tensor, tables: ByteTables, window: int, stride: int = 0) -> Score:

@@ -42,30 +42,58 @@ def compress(data: bytes, codec: str) -> bytes:
 
 
 def decompress(data: bytes, codec: str, raw_len: int | None = None) -> bytes:
-    """Decompress bytes; corrupt input or a length mismatch raises CodecError."""
+    """Decompress bytes; corrupt input or a length mismatch raises CodecError. With `raw_len` the
+    output is bounded: a stream that would expand beyond it is refused before it is decoded in
+    full (an artifact's header cannot make a few compressed bytes allocate gigabytes)."""
     try:
-        if codec == "raw":
-            out = bytes(data)
-        elif codec == "zlib":
-            out = zlib.decompress(data)
-        elif codec == "zstd":
-            import zstandard
-
-            out = zstandard.ZstdDecompressor().decompress(data, max_output_size=raw_len or 0)
-        elif codec == "brotli":
-            import brotli
-
-            out = brotli.decompress(data)
-        elif codec == "lzma":
-            out = lzma.decompress(data)
-        else:
-            raise CodecError(f"unknown codec {codec!r}; expected one of {', '.join(CODEC_NAMES)}")
+        out = _decode(data, codec, raw_len)
     except CodecError:
         raise
     except Exception as exc:  # each library raises its own error type for corrupt data
         raise CodecError(f"{codec}: corrupt compressed data ({exc})") from exc
     if raw_len is not None and len(out) != raw_len:
         raise CodecError(f"{codec}: decoded {len(out)} bytes, expected {raw_len}")
+    return out
+
+
+def _decode(data: bytes, codec: str, raw_len: int | None) -> bytes:
+    if codec not in CODEC_NAMES:
+        raise CodecError(f"unknown codec {codec!r}; expected one of {', '.join(CODEC_NAMES)}")
+    if codec == "raw":
+        return bytes(data)
+    limit = None if raw_len is None else raw_len + 1  # one byte more shows an over-long stream
+    if codec == "zlib":
+        d = zlib.decompressobj()
+        out = d.decompress(data, limit or 0)
+        return _bounded(out, d.unconsumed_tail or not d.eof, raw_len, codec)
+    if codec == "lzma":
+        d = lzma.LZMADecompressor()
+        out = d.decompress(data, -1 if limit is None else limit)
+        return _bounded(out, not d.eof, raw_len, codec)
+    if codec == "brotli":
+        import brotli
+
+        d = brotli.Decompressor()
+        out = d.process(data) if limit is None else d.process(data, output_buffer_limit=limit)
+        return _bounded(out, not d.is_finished(), raw_len, codec)
+    import zstandard
+
+    if limit is None:
+        return zstandard.ZstdDecompressor().decompress(data)
+    reader = zstandard.ZstdDecompressor().stream_reader(data)
+    chunks, total = [], 0
+    while total < limit and (chunk := reader.read(limit - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+    return _bounded(b"".join(chunks), False, raw_len, codec)
+
+
+def _bounded(out: bytes, unfinished: bool, raw_len: int | None, codec: str) -> bytes:
+    """Refuse output past raw_len, and a stream that did not end where it should."""
+    if raw_len is not None and len(out) > raw_len:
+        raise CodecError(f"{codec}: stream expands beyond the {raw_len:,} bytes it declares")
+    if unfinished:
+        raise CodecError(f"{codec}: truncated or over-long compressed stream")
     return out
 
 

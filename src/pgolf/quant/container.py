@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -27,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from pgolf.core.constants import SIZE_CAP_BYTES
 from pgolf.core.errors import PgolfError
 from pgolf.quant.codecs import CODEC_NAMES, CodecError, compress, decompress
-from pgolf.quant.transforms import TransformError, apply_byte_transform, bitpack_fits, invert_byte_transform
+from pgolf.quant.transforms import BYTE_TRANSFORMS, TransformError, apply_byte_transform, bitpack_fits, invert_byte_transform
 
 ARTIFACT_MAGIC = b"PGLF"
 ARTIFACT_VERSION = 2
@@ -37,6 +39,10 @@ READABLE_VERSIONS = (1, 2)
 AUTO_CODECS = tuple(c for c in CODEC_NAMES if c != "raw")  # what codec "auto" measures
 PREFIX = struct.Struct("<4sBII")  # magic, version, header length, crc32 (v2: of magic..length + header)
 DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "int64", "float16", "float32", "float64", "bool")
+# Decoded bytes an artifact may declare in all: the frontier's ~36 MB payload fits many times over,
+# and a lying header cannot make a few compressed bytes allocate gigabytes.
+MAX_DECODED_BYTES = 16 * SIZE_CAP_BYTES
+MAX_NDIM = 8
 
 
 class ArtifactError(PgolfError, ValueError):
@@ -151,9 +157,62 @@ def _read_header(blob: bytes, src: str) -> tuple[dict, int]:
     if _header_crc(magic, version, hlen, header) != crc:
         raise ArtifactError(f"{src}: header checksum mismatch (file corrupted or tampered)")
     try:
-        return json.loads(zlib.decompress(header)), end
+        parsed = json.loads(zlib.decompress(header))
     except (zlib.error, ValueError) as exc:
         raise ArtifactError(f"{src}: unreadable header ({exc})") from exc
+    check_header(parsed, src)
+    return parsed, end
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def check_header(header: Any, src: str) -> None:
+    """The header's schema, with every size and offset bounded, before anything is decoded or
+    allocated from it: checksums only prove the bytes are the writer's, not that the writer was
+    honest."""
+    def bad(msg: str) -> None:
+        raise ArtifactError(f"{src}: malformed header: {msg}")
+
+    if not isinstance(header, dict) or not isinstance(header.get("meta"), dict):
+        bad("expected an object with 'meta', 'streams' and 'tensors'")
+    streams, tensors = header.get("streams"), header.get("tensors")
+    if not isinstance(streams, list) or not isinstance(tensors, list):
+        bad("'streams' and 'tensors' must be lists")
+    total = 0
+    for i, st in enumerate(streams):
+        if not isinstance(st, dict) or not all(_is_count(st.get(k)) for k in ("n", "raw")):
+            bad(f"stream {i}: 'n' and 'raw' must be non-negative integers")
+        if "mid" in st and not _is_count(st["mid"]):
+            bad(f"stream {i}: 'mid' must be a non-negative integer")
+        if st.get("codec") not in CODEC_NAMES or st.get("transform", "none") not in ("none",) + tuple(BYTE_TRANSFORMS):
+            bad(f"stream {i}: unknown codec {st.get('codec')!r} or transform {st.get('transform')!r}")
+        sha = st.get("sha256")
+        if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            bad(f"stream {i}: 'sha256' must be 64 lowercase hex digits")
+        total += st["raw"] + st.get("mid", 0)
+    if total > MAX_DECODED_BYTES:
+        bad(f"streams declare {total:,} decoded bytes, more than the {MAX_DECODED_BYTES:,} any artifact may hold")
+    _check_tensors(tensors, streams, bad)
+
+
+def _check_tensors(tensors: list, streams: list, bad) -> None:
+    names = set()
+    for j, t in enumerate(tensors):
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str) or t["name"] in names:
+            bad(f"tensor {j}: missing or repeated name")
+        names.add(t["name"])
+        shape = t.get("shape")
+        if t.get("dtype") not in DTYPES:
+            bad(f"tensor {t['name']!r}: unsupported dtype {t.get('dtype')!r}")
+        if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(_is_count(d) for d in shape):
+            bad(f"tensor {t['name']!r}: shape must be a list of at most {MAX_NDIM} non-negative integers")
+        if not (_is_count(t.get("stream")) and t["stream"] < len(streams) and _is_count(t.get("offset"))):
+            bad(f"tensor {t['name']!r}: stream index or offset out of range")
+        nbytes = math.prod(shape) * np.dtype(t["dtype"]).itemsize
+        if t["offset"] + nbytes > streams[t["stream"]]["raw"]:
+            bad(f"tensor {t['name']!r} lies outside its payload stream")
 
 
 def _decode_streams(blob: bytes, info: list[dict], start: int, src: str) -> list[bytes]:
@@ -183,9 +242,7 @@ def decode_artifact(blob: bytes, src: str = "<artifact>") -> tuple[dict[str, np.
     header, start = _read_header(blob, src)
     raws = _decode_streams(blob, header["streams"], start, src)
     arrays: dict[str, np.ndarray] = {}
-    for t in header["tensors"]:
-        if t["dtype"] not in DTYPES:
-            raise ArtifactError(f"{src}: tensor {t['name']!r} has unsupported dtype {t['dtype']!r}")
+    for t in header["tensors"]:  # dtypes, shapes and bounds were checked with the header
         dt = np.dtype(t["dtype"])
         count = int(np.prod(t["shape"], dtype=np.int64))
         raw = raws[t["stream"]]

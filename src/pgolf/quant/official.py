@@ -5,6 +5,7 @@ and dequantized exactly as the official roundtrip does."""
 from __future__ import annotations
 
 import io
+import re
 import zlib
 from pathlib import Path
 
@@ -29,12 +30,21 @@ def load_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe pickles
-        raise ArtifactError(f"{path}: cannot load as a weights-only torch checkpoint ({exc})") from exc
+        raise ArtifactError(f"{path}: cannot load as a weights-only torch checkpoint ({_one_line(exc)})") from None
     if isinstance(obj, dict) and obj.get("__quant_format__") == "int8_clean_per_row_v1":
         return _dequantize_official(obj)
     if isinstance(obj, dict) and all(isinstance(v, Tensor) for v in obj.values()):
         return {k: v.float() if v.is_floating_point() else v for k, v in obj.items()}
     raise ArtifactError(f"{path}: not an official state dict or int8 checkpoint")
+
+
+def _one_line(exc: Exception) -> str:
+    """torch's refusal runs to several lines of advice; what matters is which object was refused."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"refused: the pickle holds the Python object {found.group(1)}; pgolf loads tensors only, never code"
+    return (text.strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _dequantize_official(obj: dict) -> dict[str, Tensor]:

@@ -183,15 +183,56 @@ def restore_layouts(arrays: dict[str, np.ndarray], entries: dict[str, dict]) -> 
     return out
 
 
+ENTRY_KINDS = ("raw", "intq", "int8_row", "int8_tensor")
+ENTRY_DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+
+
 def unpack(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Read an artifact back into a float state dict and its metadata."""
+    """Read an artifact back into a float state dict and its metadata. Every entry is checked
+    against the arrays it names before anything is rebuilt (the header is untrusted input)."""
     arrays, meta = read_artifact(path)
-    if meta.get("format") != ARTIFACT_QUANT_FORMAT:
+    if meta.get("format") != ARTIFACT_QUANT_FORMAT or not isinstance(meta.get("entries"), dict):
         raise ArtifactError(f"{path}: unknown artifact content format {meta.get('format')!r}")
     try:
         arrays = restore_layouts(arrays, meta["entries"])
-    except (KeyError, ValueError) as exc:
-        raise ArtifactError(f"{path}: inconsistent tensor layout ({exc})") from exc
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise ArtifactError(f"{path}: inconsistent tensor layout ({exc})") from None
+    for name, entry in meta["entries"].items():
+        problem = entry_problem(name, entry, arrays)
+        if problem:
+            raise ArtifactError(f"{path}: tensor {name!r}: {problem}")
     return dequantize(QuantizedState(arrays, meta["entries"])), meta
+
+
+def _shape_of(arrays: dict, key: str) -> tuple | None:
+    return tuple(arrays[key].shape) if key in arrays else None
+
+
+def entry_problem(name: str, e: Any, arrays: dict[str, np.ndarray]) -> str:
+    """What is wrong with one stored entry ('' when nothing): kind, dtype, shape, and the shapes
+    of the arrays it is rebuilt from, so dequantization can neither fail oddly nor allocate more
+    than the stored arrays hold."""
+    if not isinstance(e, dict) or e.get("kind") not in ENTRY_KINDS or e.get("dtype") not in ENTRY_DTYPES:
+        return "unknown kind or dtype"
+    shape = e.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        return "shape must be a list of non-negative integers"
+    shape, kind = tuple(shape), e["kind"]
+    if kind == "raw":
+        return "" if _shape_of(arrays, name) == shape else f"stored array does not have shape {list(shape)}"
+    q, sc = _shape_of(arrays, name + ".q"), _shape_of(arrays, name + ".s")
+    if kind == "int8_tensor":
+        return "" if q == shape and sc == () else "codes/scale do not match its shape"
+    if len(shape) != 2 or q != shape or sc != (shape[0],):
+        return "codes/scales do not match its shape"
+    if kind == "intq" and (not isinstance(e.get("bits"), int) or not 2 <= e["bits"] <= 8):
+        return "bits must be 2..8"
+    if e.get("lqer"):
+        r = _shape_of(arrays, name + ".lqa")
+        rank = r[0] if r else -1
+        want = {".lqa": (rank, shape[0]), ".lqas": (rank,), ".lqb": (rank, shape[1]), ".lqbs": (rank,)}
+        if any(_shape_of(arrays, name + k) != v for k, v in want.items()):
+            return "LQER factors do not match its shape"
+    return ""
 
 

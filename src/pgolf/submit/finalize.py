@@ -14,12 +14,12 @@ from pathlib import Path
 
 from pgolf.core.config import config_to_dict
 from pgolf.core.roles import quant_groups
-from pgolf.core.runlog import is_tty
 from pgolf.core.runtime import barrier, sync_device
 from pgolf.eval.scoring import Score, evaluate
 from pgolf.quant.gptq import calibration_batches, collect_hessians
 from pgolf.quant.pack import pack, unpack
 from pgolf.quant.schemes import quantize
+from pgolf.train.rundir import atomic_write_bytes, atomic_write_text, usable_output_dir
 from pgolf.train.trainer import Session, TrainState
 
 
@@ -63,7 +63,7 @@ def score_model(s: Session, stride: int) -> tuple[Score, float]:
         s.cfg.eval.val_batch_size // (s.rt.world_size * s.grad_accum * window), 1)
     score = evaluate(s.base, s.val.tokens, s.val.tables, window=window, stride=stride, batch_seqs=batch,
                      rank=s.rt.rank, world_size=s.rt.world_size, device=s.rt.device, autocast=s.autocast,
-                     progress=s.rt.master and stride > 0 and is_tty())
+                     progress=s.rt.master)
     sync_device(s.rt)
     return score, time.perf_counter() - t0
 
@@ -72,10 +72,10 @@ def save_raw(s: Session, code_bytes: int) -> None:
     """The unquantized weights (safetensors) for debugging; sizes logged as the official script."""
     if not s.rt.master:
         return
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = s.run_dir / "final_model.safetensors"
-    save_file({k: v.detach().cpu().contiguous() for k, v in s.base.state_dict().items()}, str(path))
+    atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in s.base.state_dict().items()}))
     nbytes = path.stat().st_size
     s.log(f"Serialized model: {nbytes} bytes")
     s.log(f"Code size: {code_bytes} bytes")
@@ -156,6 +156,7 @@ def finalize(s: Session, st: TrainState, code_bytes: int) -> Summary:
     if st.history:
         summary.pre_quant = {k: st.history[-1][k] for k in ("val_loss", "val_bpb")}
     summary.code_bytes = code_bytes
+    ensure_output_dir(s)
     save_raw(s, code_bytes)
     path = pack_artifact(s, code_bytes, summary)
     summary.artifact_path = str(path)
@@ -165,6 +166,24 @@ def finalize(s: Session, st: TrainState, code_bytes: int) -> Summary:
     roundtrip(s, path, summary)
     if s.rt.master:
         out = {"summary": asdict(summary), "history": st.history, "config": config_to_dict(s.cfg)}
-        (s.run_dir / "summary.json").write_text(json.dumps(out, indent=2) + "\n")
+        atomic_write_text(s.run_dir / "summary.json", json.dumps(out, indent=2) + "\n")
+    if s.folder is not None:
+        s.folder.release()  # the run folder is complete: unlocked for readers and --overwrite
     return summary
+
+
+def ensure_output_dir(s: Session) -> None:
+    """Finished training is never lost to an unwritable run folder: if it cannot be written now,
+    every result goes to the rescue folder instead, and the log says so (all ranks agree)."""
+    out = [str(s.run_dir), False]
+    if s.rt.master:
+        path, rescued = usable_output_dir(s.run_dir, s.cfg.run_id)
+        out = [str(path), rescued]
+    if s.rt.distributed:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(out, src=0)
+    if out[1]:
+        s.log(f"output:rescued run folder {s.run_dir} is not writable; writing the results to {out[0]}")
+        s.run_dir = Path(out[0])
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import random
 import time
 import uuid
@@ -27,7 +28,8 @@ from torch import Tensor, nn
 
 from pgolf.core.config import ConfigError, RunConfig, config_to_dict, validate
 from pgolf.core.errors import PgolfError
-from pgolf.core.runlog import RunLog, is_tty
+from pgolf.core.progress import is_tty
+from pgolf.core.runlog import RunLog
 from pgolf.core.runtime import Runtime, autocast_for, broadcast_flag, init_runtime, sync_device
 from pgolf.data.loader import DistributedTokenLoader, StreamPosition
 from pgolf.data.source import ValData, load_val_data, resolve_data
@@ -35,12 +37,14 @@ from pgolf.eval.scoring import Score, evaluate
 from pgolf.model.gpt import GPT
 from pgolf.model.weights import load_matching
 from pgolf.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pgolf.train.eta import log_plan
+from pgolf.train.rundir import RunFolder, atomic_write_text, check_writable, discard_failed_setup, open_run_folder
 from pgolf.train.optim import build_optimizers
 from pgolf.train.schedules import lr_multiplier, muon_momentum_at, set_schedules, training_cap_ms
 
 
 class NonFiniteLossError(PgolfError, RuntimeError):
-    """Training produced a NaN/inf loss; the last checkpoint (if any) is intact."""
+    """Training produced a NaN/inf loss; the last finite checkpoint (if any) is named."""
 
 
 @dataclass
@@ -70,8 +74,11 @@ class Session:
     train_pattern: str
     val: ValData
     grad_accum: int
-    ema: dict[str, Tensor] | None = None
+    ema: dict[str, Tensor] | None = None  # EMA of the weights (fp32; see update_ema)
     autocast: object = None
+    ema_steps: int = 0  # updates folded into the EMA
+    folder: RunFolder | None = None  # the locked run folder (rank 0)
+    last_checkpoint: tuple[Path, int] | None = None  # (path, step) of the newest finite checkpoint
 
 
 def seed_everything(seed: int) -> None:
@@ -115,18 +122,47 @@ def shared_run_id(rt: Runtime) -> str:
     return ids[0]
 
 
-def setup(cfg: RunConfig) -> Session:
-    """Runtime, logging, data, model, optimizers, loader."""
+def cpu_threads(requested: int) -> tuple[int, str]:
+    """(threads, why): the configured count, else the cores not already busy (cores minus the
+    1-minute load average, shared among this machine's torchrun processes), at least 1.
+    Oversubscribing 2 cores with a second job made steps ~15x slower (issue 14)."""
+    if requested > 0:
+        return requested, f"threads:{requested} (set)"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    local = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+    n = max(1, int(round(cores - load)) // local)
+    return n, f"threads:{n} (auto: cores:{cores} load1:{load:.2f} processes:{local})"
+
+
+def setup(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Session:
+    """Runtime, run folder (locked), logging, data, model, optimizers, loader. A failure during
+    set-up removes the run folder and log it had just created."""
     validate(cfg)
     rt = init_runtime(cfg.device)
-    if cfg.threads > 0:
+    threads_note = ""
+    if rt.device.type == "cpu":
+        n, threads_note = cpu_threads(cfg.threads)
+        torch.set_num_threads(n)
+    elif cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     cfg.run_id = cfg.run_id or shared_run_id(rt)
     run_dir = Path(cfg.out_dir) / cfg.run_id
-    log = RunLog(Path("logs") / f"{cfg.run_id}.txt", master=rt.master)
+    log_path = Path("logs") / f"{cfg.run_id}.txt"
+    log_existed, folder = log_path.exists(), None
     if rt.master:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+        check_writable(log_path.parent)
+        folder = open_run_folder(run_dir, resume, overwrite)
+    try:
+        return _setup_session(cfg, rt, run_dir, RunLog(log_path, master=rt.master), folder, threads_note)
+    except BaseException:
+        discard_failed_setup(folder, log_path if rt.master else None, log_existed)
+        raise
+
+
+def _setup_session(cfg: RunConfig, rt: Runtime, run_dir: Path, log: RunLog, folder, threads_note: str) -> Session:
+    if rt.master:
+        atomic_write_text(run_dir / "config.json", json.dumps(config_to_dict(cfg), indent=2) + "\n")
     log(json.dumps(config_to_dict(cfg), sort_keys=True), console=False)
     data = resolve_data(cfg, log)
     val = load_val_data(cfg, data)
@@ -136,8 +172,10 @@ def setup(cfg: RunConfig) -> Session:
     accum = grad_accum_steps(cfg, rt.world_size)
     loader = DistributedTokenLoader(data.train_pattern, rt.rank, rt.world_size, rt.device)
     s = Session(cfg, rt, log, run_dir, base, model, opts, loader, data.train_pattern, val, accum,
-                autocast=autocast_for(rt.device))
+                autocast=autocast_for(rt.device), folder=folder)
     _log_setup(s, data)
+    if threads_note:
+        s.log(threads_note)
     return s
 
 
@@ -190,21 +228,28 @@ def new_loader(s: Session, position: StreamPosition | None = None) -> Distribute
     return DistributedTokenLoader(s.train_pattern, s.rt.rank, s.rt.world_size, s.rt.device, position)
 
 
-def warmup(s: Session) -> None:
-    """Run warmup_steps real steps to prime kernels/compilation, then restore the initial state."""
+def warmup(s: Session) -> float | None:
+    """Run warmup_steps real steps to prime kernels/compilation, then restore the initial state.
+    Returns the seconds per step of the warm-up steps after the first (the pace the plan uses),
+    or None without warm-up."""
     n = s.cfg.train.warmup_steps
     if n <= 0:
-        return
+        return None
     model0 = {k: v.detach().clone() for k, v in s.base.state_dict().items()}
     opts0 = [copy.deepcopy(o.state_dict()) for o in s.optimizers]
+    stamps = []
     for i in range(n):
         train_step(s, TrainState(), lr_mul=1.0)
+        sync_device(s.rt)
+        stamps.append(time.perf_counter())
         if n <= 20 or (i + 1) % 10 == 0 or i + 1 == n:
             s.log(f"warmup_step:{i + 1}/{n}")
     s.base.load_state_dict(model0, strict=True)
     for o, sd in zip(s.optimizers, opts0, strict=True):
         o.load_state_dict(sd)
     s.loader = new_loader(s)
+    # the first step pays for compilation and allocation: the pace is the mean of the rest
+    return (stamps[-1] - stamps[0]) / (n - 1) if n > 1 else None
 
 
 def validate_now(s: Session, st: TrainState, tag: str = "") -> Score:
@@ -220,16 +265,37 @@ def validate_now(s: Session, st: TrainState, tag: str = "") -> Score:
     return score
 
 
+EMA_WARMUP = 10  # warm-start constant: decay_t = min(decay, (1 + t) / (EMA_WARMUP + t)) (TensorFlow's num_updates rule)
+
+
+def ema_decay_at(decay: float, steps: int) -> float:
+    """The decay used for the `steps`-th update: short while few weights have been averaged, the
+    configured decay once (1 + t) / (10 + t) passes it (t = 215 at 0.96, 2,560 at 0.9965)."""
+    return min(decay, (1.0 + steps) / (EMA_WARMUP + steps))
+
+
 def update_ema(s: Session) -> None:
+    """Fold the current weights into the EMA, warm-started: the first update copies the weights
+    and the decay grows with the number of updates, so a short run's EMA follows its recent
+    weights instead of keeping 0.96^27 ~ 1/3 of its first ones (issue 14: 3.11 -> 3.29 bpb).
+    A long run reaches the configured decay early; its final EMA is the records' plain one."""
     decay = s.cfg.train.ema_decay
     if decay <= 0:
         return
     with torch.no_grad():
         if s.ema is None:
-            s.ema = {k: v.detach().clone().float() for k, v in s.base.state_dict().items()}
+            s.ema = {k: v.detach().float().clone() for k, v in s.base.state_dict().items()}
+            s.ema_steps = 1
             return
+        s.ema_steps += 1
+        d = ema_decay_at(decay, s.ema_steps)
         for k, v in s.base.state_dict().items():
-            s.ema[k].mul_(decay).add_(v.float(), alpha=1 - decay)
+            s.ema[k].mul_(d).add_(v.float(), alpha=1 - d)
+
+
+def ema_state(s: Session) -> dict[str, Tensor]:
+    """The EMA weights."""
+    return s.ema
 
 
 def maybe_switch_recurrence(s: Session, st: TrainState, elapsed_ms: float) -> None:
@@ -253,13 +319,28 @@ def checkpoint_path(s: Session) -> Path:
     return s.run_dir / "checkpoint.safetensors"
 
 
-def write_checkpoint(s: Session, st: TrainState) -> None:
-    if not s.rt.master:
+def weights_finite(s: Session) -> bool:
+    """Every parameter (and EMA accumulator) finite: a checkpoint is only worth keeping then."""
+    tensors = list(s.base.parameters()) + (list(s.ema.values()) if s.ema else [])
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def write_checkpoint(s: Session, st: TrainState, elapsed_ms: float) -> None:
+    """Checkpoint with the exact training time used so far (`elapsed_ms`, the live clock, not the
+    last validation's), so a resumed run keeps the same wall-clock cap and warmdown. Weights that
+    are no longer finite are not written: the last finite checkpoint stays."""
+    finite = weights_finite(s)  # every rank computes it (identical weights), only rank 0 writes
+    if not finite:
+        kept = f"{s.last_checkpoint[0]} (step {s.last_checkpoint[1]})" if s.last_checkpoint else "none"
+        s.log(f"checkpoint:skipped step:{st.step} non-finite weights; last finite checkpoint: {kept}")
         return
-    extra = {"step": st.step, "training_time_ms": st.training_time_ms, "recur_active": st.recur_active,
-             "loader": [s.loader.stream.file_idx, s.loader.stream.pos], "history": st.history,
-             "world_size": s.rt.world_size}
-    save_checkpoint(checkpoint_path(s), s.base.state_dict(), s.optimizers, extra, s.ema)
+    path = checkpoint_path(s)
+    if s.rt.master:
+        extra = {"step": st.step, "training_time_ms": elapsed_ms, "recur_active": st.recur_active,
+                 "stop_after_step": st.stop_after_step, "loader": [s.loader.stream.file_idx, s.loader.stream.pos],
+                 "history": st.history, "world_size": s.rt.world_size, "ema_steps": s.ema_steps}
+        save_checkpoint(path, s.base.state_dict(), s.optimizers, extra, s.ema)
+    s.last_checkpoint = (path, st.step)
 
 
 def resume(s: Session, path: Path) -> TrainState:
@@ -269,14 +350,44 @@ def resume(s: Session, path: Path) -> TrainState:
         raise CheckpointError(f"{path}: written with world_size={extra.get('world_size')}, resuming with {s.rt.world_size}")
     s.base.set_recurrence(bool(extra["recur_active"]))
     load_matching(s.base, model_sd, path)
-    for o, sd in zip(s.optimizers, opt_sds, strict=True):
-        o.load_state_dict(sd)
+    load_optimizers_keeping_config(s, opt_sds, path)
     s.ema = ema
+    # checkpoints written before the warm-started EMA: continue at the configured decay
+    s.ema_steps = int(extra.get("ema_steps", 10**9))
     s.loader = new_loader(s, StreamPosition(*extra["loader"]))
     st = TrainState(step=int(extra["step"]), training_time_ms=float(extra["training_time_ms"]),
-                    recur_active=bool(extra["recur_active"]), history=list(extra.get("history", [])))
+                    recur_active=bool(extra["recur_active"]), history=list(extra.get("history", [])),
+                    stop_after_step=extra.get("stop_after_step"))
+    s.last_checkpoint = (path, st.step)
     s.log(f"resumed:{path} step:{st.step} train_time:{st.training_time_ms:.0f}ms")
     return st
+
+
+def load_optimizers_keeping_config(s: Session, opt_sds: list[dict], path: Path) -> None:
+    """Optimizer state (moments, momentum buffers) from the checkpoint, hyperparameters (base
+    LRs, weight decay, betas, ...) from the current config: a resume with new learning rates
+    uses them, and every change is logged."""
+    if len(opt_sds) != len(s.optimizers):
+        raise CheckpointError(f"{path}: holds {len(opt_sds)} optimizers, this config builds {len(s.optimizers)}")
+    for i, (opt, sd) in enumerate(zip(s.optimizers, opt_sds)):
+        wanted = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+        try:
+            opt.load_state_dict(sd)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: optimizer {i} does not match this config ({exc})") from None
+        for j, (group, want) in enumerate(zip(opt.param_groups, wanted)):
+            for key, value in want.items():
+                if key not in ("lr", "momentum") and group.get(key) != value:
+                    s.log(f"resume:changed optimizer{i}.group{j}.{key} {group.get(key)} -> {value}")
+                group[key] = value
+
+
+def remaining_s(st: TrainState, t, elapsed_ms: float) -> float:
+    """Seconds of training left: to the cap under a wall clock, else steps left at the mean pace."""
+    cap_ms = training_cap_ms(t)
+    if cap_ms is not None:
+        return max(cap_ms - elapsed_ms, 0.0) / 1000.0
+    return max(t.iterations - st.step, 0) * elapsed_ms / max(st.step, 1) / 1000.0
 
 
 def _after_step(s: Session, st: TrainState, t0: float) -> None:
@@ -285,13 +396,14 @@ def _after_step(s: Session, st: TrainState, t0: float) -> None:
     approx_ms = st.training_time_ms + 1000.0 * (time.perf_counter() - t0)
     if t.train_log_every > 0 and (st.step <= 10 or st.step % t.train_log_every == 0 or st.stop_after_step is not None):
         s.log(f"step:{st.step}/{t.iterations} train_loss:{st.last_train_loss:.4f} "
-              f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / st.step:.2f}ms")
+              f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / st.step:.2f}ms "
+              f"remaining:{remaining_s(st, t, approx_ms):.0f}s")
     cap_ms = training_cap_ms(t)
     cap_hit = cap_ms is not None and approx_ms >= cap_ms
     if st.stop_after_step is None and broadcast_flag(s.rt, cap_hit):
         st.stop_after_step = st.step
     if t.checkpoint_every > 0 and st.step % t.checkpoint_every == 0:
-        write_checkpoint(s, st)
+        write_checkpoint(s, st, approx_ms)
 
 
 def train_loop(s: Session, st: TrainState, progress=None) -> TrainState:
@@ -315,8 +427,7 @@ def train_loop(s: Session, st: TrainState, progress=None) -> TrainState:
         maybe_switch_recurrence(s, st, elapsed)
         st.last_train_loss = train_step(s, st, lr_multiplier(st.step, elapsed, t))
         if not math.isfinite(st.last_train_loss):
-            raise NonFiniteLossError(f"train_loss is {st.last_train_loss} at step {st.step + 1}; "
-                                     f"lower the learning rates or resume from {checkpoint_path(s)}")
+            raise NonFiniteLossError(nan_advice(s, st))
         update_ema(s)
         st.step += 1
         if progress is not None:
@@ -324,27 +435,45 @@ def train_loop(s: Session, st: TrainState, progress=None) -> TrainState:
         _after_step(s, st, t0)
 
 
+def nan_advice(s: Session, st: TrainState) -> str:
+    """What a NaN run can do next: resume from the last finite checkpoint with lower learning
+    rates (a resume applies the new config's LRs), or rerun with lower ones."""
+    head = f"train_loss is {st.last_train_loss} at step {st.step + 1}"
+    if s.last_checkpoint is None:
+        return f"{head}; no checkpoint was written (train.checkpoint_every=0): rerun with lower learning rates"
+    path, step = s.last_checkpoint
+    return (f"{head}; the last finite checkpoint is {path} (step {step}): resume it with lower learning rates, "
+            f"e.g. --resume {path} --set train.matrix_lr={s.cfg.train.matrix_lr / 2:g}")
+
+
 def use_ema_weights(s: Session) -> bool:
     """Load the EMA weights (records' final model) into the live model; True if it did."""
     if s.ema is None:
         return False
+    ema = ema_state(s)
     with torch.no_grad():
         for k, v in s.base.state_dict().items():
-            v.copy_(s.ema[k].to(v.dtype))
+            v.copy_(ema[k].to(v.dtype))
     s.log(f"ema:applied decay:{s.cfg.train.ema_decay}")
     return True
 
 
-def run_training(cfg: RunConfig, resume_from: str | Path | None = None) -> tuple[Session, TrainState]:
+def run_training(cfg: RunConfig, resume_from: str | Path | None = None,
+                 overwrite: bool = False) -> tuple[Session, TrainState]:
     """Set up, warm up, train (optionally resuming); returns the session and final state."""
-    s = setup(cfg)
-    if resume_from:
-        st = resume(s, Path(resume_from))
-    else:
-        warmup(s)
-        st = TrainState()
-    with step_progress(s) as progress:
-        st = train_loop(s, st, progress)
+    s = setup(cfg, resume=bool(resume_from), overwrite=overwrite)
+    try:
+        if resume_from:
+            st, step_s = resume(s, Path(resume_from)), None
+        else:
+            step_s, st = warmup(s), TrainState()
+        log_plan(s, step_s)
+        with step_progress(s) as progress:
+            st = train_loop(s, st, progress)
+    except BaseException:
+        if s.folder is not None:
+            s.folder.release()  # a killed or failed run leaves its folder free to resume
+        raise
     if s.rt.device.type == "cuda":
         s.log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 1024 // 1024} MiB "
               f"reserved: {torch.cuda.max_memory_reserved() // 1024 // 1024} MiB")
@@ -354,19 +483,30 @@ def run_training(cfg: RunConfig, resume_from: str | Path | None = None) -> tuple
 
 
 class _Progress:
-    def __init__(self, s: Session):
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    """The training bar: steps out of iterations, or seconds out of the cap under a wall clock
+    (a capped run's iterations is only an upper bound, often 1,000,000)."""
 
-        self.bar = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                            TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), transient=True)
-        self.task = self.bar.add_task("train", total=s.cfg.train.iterations, loss="-")
+    def __init__(self, s: Session):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.cap_s = (training_cap_ms(s.cfg.train) or 0.0) / 1000.0
+        unit = "s" if self.cap_s else "steps"
+        self.bar = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} " + unit),
+                            TextColumn("step {task.fields[step]} loss {task.fields[loss]}"), TimeElapsedColumn(),
+                            TimeRemainingColumn(), transient=True)
+        self.task = self.bar.add_task("train", total=self.cap_s or s.cfg.train.iterations, step=0, loss="-")
+        self.t0, self.start_ms = time.perf_counter(), None
 
     def __call__(self, st: TrainState) -> None:
-        self.bar.update(self.task, completed=st.step, loss=f"{st.last_train_loss:.4f}")
+        if self.start_ms is None:  # a resumed run starts part-way along the clock
+            self.start_ms = st.training_time_ms
+        done = (self.start_ms / 1000.0 + time.perf_counter() - self.t0) if self.cap_s else st.step
+        self.bar.update(self.task, completed=min(done, self.cap_s or done), step=st.step, loss=f"{st.last_train_loss:.4f}")
 
 
 class step_progress:
-    """Context manager yielding a progress callback on a TTY (rank 0), else None."""
+    """Context manager yielding a progress callback on a TTY (rank 0), else None (then the
+    periodic step log lines, with their remaining time, are the progress)."""
 
     def __init__(self, s: Session):
         self.p = _Progress(s) if (s.rt.master and is_tty()) else None
