@@ -73,6 +73,20 @@ def tiny_config(data_dir: Path, tokenizer: Path, **train) -> RunConfig:
     return cfg
 
 
+def scoring_model(vocab: int):
+    """A 2x16 GPT with every weight perturbed (no zero-init projection hides an indexing bug), in
+    eval mode: the model the scoring tests score with."""
+    from pgolf.core.config import ModelConfig
+    from pgolf.model.gpt import GPT
+
+    torch.manual_seed(0)
+    m = GPT(ModelConfig(vocab_size=vocab, num_layers=2, model_dim=16, num_heads=2, num_kv_heads=1))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return m.eval()
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     """Fixed thread count so float results are reproducible within a test."""

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import scoring_model
+
 from pgolf.core.config import ModelConfig
 from pgolf.model.gpt import GPT
 from pgolf.eval.scoring import Score, bits_per_byte, evaluate, plan_windows, score_reference
@@ -32,12 +34,7 @@ def synthetic_tables() -> ByteTables:
 
 @pytest.fixture(scope="module")
 def model() -> GPT:
-    torch.manual_seed(0)
-    m = GPT(ModelConfig(vocab_size=V, num_layers=2, model_dim=16, num_heads=2, num_kv_heads=1))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return m.eval()
+    return scoring_model(V)
 
 
 @pytest.fixture(scope="module")

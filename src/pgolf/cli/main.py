@@ -15,6 +15,7 @@ from pathlib import Path
 from pgolf.cli.bench import register_bench_commands
 from pgolf.cli.data import register_data_commands
 from pgolf.cli.options import add_config_args, build_config, default_preset_name
+from pgolf.cli.record import register_record_commands
 from pgolf.cli.size import register_size_commands
 from pgolf.core.errors import PgolfError
 from pgolf.core.presets import PRESETS, get_preset
@@ -35,7 +36,10 @@ def cmd_train(args: argparse.Namespace, record: bool = False) -> int:
     from pgolf.submit.record import final_scores, write_record
     from pgolf.train.trainer import run_training
 
-    session, state = run_training(cfg, resume_from=args.resume, overwrite=args.overwrite)
+    from pgolf.data.source import default_layout_download
+
+    session, state = run_training(cfg, resume_from=args.resume, overwrite=args.overwrite,
+                                  fetch_data=default_layout_download)
     summary = finalize(session, state, code_bytes=exported_code_bytes(cfg))
     if session.rt.master:
         print(f"summary:{session.run_dir / 'summary.json'} final_val_bpb:{final_scores(summary)['val_bpb']:.8f}")
@@ -108,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_data_commands(sub)
     register_size_commands(sub)
     register_bench_commands(sub)
+    register_record_commands(sub)
     return parser
 
 

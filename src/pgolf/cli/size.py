@@ -52,7 +52,8 @@ def planned_table(args: argparse.Namespace) -> SizeTable:
     validate(cfg)
     print(f"preset:{cfg.preset} scheme:{cfg.quant.scheme} clip:{cfg.quant.clip} gptq:{cfg.quant.gptq} "
           f"lqer_rank:{cfg.quant.lqer_rank}")
-    return predict_table(cfg.model, quant_layout(cfg.model), cfg.quant, _code_bytes(args, cfg))
+    counted = cfg if cfg.quant.count_code_bytes else None  # CPU proxies cap model bytes only
+    return predict_table(cfg.model, quant_layout(cfg.model), cfg.quant, _code_bytes(args, counted))
 
 
 def measured_table(args: argparse.Namespace) -> SizeTable:

@@ -137,6 +137,8 @@ class QuantConfig:
     gptq_time_budget_s: float = 60.0  # calibration + GPTQ wall-clock budget, reserved from training time
     lqer_rank: int = 0  # low-rank correction of the quantization error (0 = off; records 4)
     lqer_top_k: int = 3  # tensors that get the correction (largest error drop per stored code first)
+    target_bytes: int = 0  # artifact + code target of cap fitting (0 = size_cap_bytes - pgolf.quant.capfit.CAP_MARGIN_BYTES)
+    prune_max_frac: float = 0.05  # cap fitting may zero at most this fraction of the quantized weights (+-1 codes)
     transform: str = "auto"  # coding transforms: auto (measure) | none | shuffle | bitpack | transpose | reorder
 
 
@@ -387,6 +389,7 @@ RANGES: dict[str, Range] = {
     "quant.hash_clip_sigmas": Range(0, 100, lo_open=True), "quant.gptq_calib_batches": Range(1, 100_000),
     "quant.gptq_block_size": Range(1, 65_536), "quant.gptq_damp": Range(0, 10, lo_open=True),
     "quant.gptq_time_budget_s": Range(0, 86_400), "quant.lqer_rank": Range(0, 4096), "quant.lqer_top_k": Range(0, 100_000),
+    "quant.target_bytes": Range(0, _BIG), "quant.prune_max_frac": _UNIT,
 }
 
 

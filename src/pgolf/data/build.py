@@ -10,10 +10,10 @@ the score divides by (`shard_stats`), and validates whole shard folders (`check_
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,27 @@ from pgolf.data.shards import (
     shard_files,
     write_shard,
 )
+from pgolf.data.caseops import CASEOPS_NAME, OPERATORS, caseops_encode
+from pgolf.data.guards import (
+    BUILD_MANIFEST_NAME,
+    DataOverlapError,
+    check_folder_vocab,
+    check_no_val_docs,
+    check_tokenizer_matches,
+    decode_fingerprint,
+    doc_hash,
+    encode_fingerprint,
+    file_sha256,
+    read_manifest,
+)
+from pgolf.data.sidecar import (
+    caseops_document,
+    read_sidecar,
+    shard_sidecars,
+    sidecar_path,
+    surface_byte_table,
+    write_sidecar,
+)
 from pgolf.data.tokenizer import (
     TokenizerError,
     byte_tables,
@@ -47,7 +68,7 @@ MAX_UINT16_VOCAB = 2**16  # shards store ids as uint16
 STATS_CHUNK_TOKENS = 1 << 22  # bound the int64 temporaries of byte counting
 SHARD_FILENAME = "fineweb_{split}_{index:06d}.bin"
 SHARD_NAME_RE = re.compile(r"^fineweb_(val|train)_(\d{6})\.bin$")
-BUILD_MANIFEST_NAME = "build_manifest.json"
+BUILD_TMP_DIR = ".pgolf-build-tmp"  # a build writes here and is moved into place only when complete
 SHARD_SPLITS = ("val", "train")
 
 # Trainer settings of the official exporter's SentencePiece BPE tokenizers.
@@ -153,10 +174,12 @@ def read_source_texts(path: Path) -> Iterator[str]:
     SentencePiece byte for byte as stored (the exporter passes raw text unchanged).
     """
     if path.suffix != ".jsonl":
+        raw = path.read_bytes()
         try:
-            yield path.read_bytes().decode("utf-8")
+            yield raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise DocumentError(f"{path}: not UTF-8 text ({exc})") from exc
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise DocumentError(f"{path}:{line}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
         return
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -219,14 +242,16 @@ class ShardSplitWriter:
     """A fixed-size token buffer flushed to fineweb_<split>_NNNNNN.bin, as the official exporter.
 
     Tokens of a document that do not fit the current shard continue in the next one; a change
-    of split flushes the buffer early so val and train never share a shard.
+    of split flushes the buffer early so val and train never share a shard. With `sidecars`,
+    every shard also gets its raw-byte sidecar (pgolf.data.sidecar), split at the same places.
     """
 
-    def __init__(self, out_dir: Path, shard_size: int):
+    def __init__(self, out_dir: Path, shard_size: int, sidecars: bool = False):
         if shard_size <= 0:
             raise UsageError(f"shard_size must be positive, got {shard_size}")
         self.out_dir, self.shard_size = Path(out_dir), shard_size
         self.buf = np.empty(shard_size, dtype=np.uint16)  # pages are only touched as filled
+        self.bytes_buf = np.empty(shard_size, dtype=np.uint16) if sidecars else None
         self.fill = 0
         self.split = SHARD_SPLITS[0]
         self.files: dict[str, list[Path]] = {s: [] for s in SHARD_SPLITS}
@@ -237,12 +262,16 @@ class ShardSplitWriter:
             self.flush()
             self.split = split
 
-    def append(self, tokens: np.ndarray) -> None:
-        """Add one document's tokens, writing every shard that fills up."""
+    def append(self, tokens: np.ndarray, nbytes: np.ndarray | None = None) -> None:
+        """Add one document's tokens (and their byte counts), writing every shard that fills up."""
+        if (nbytes is None) != (self.bytes_buf is None):
+            raise UsageError("byte counts must be given exactly when the writer writes sidecars")
         pos = 0
         while pos < tokens.size:
             take = min(self.shard_size - self.fill, tokens.size - pos)
             self.buf[self.fill:self.fill + take] = tokens[pos:pos + take]
+            if self.bytes_buf is not None:
+                self.bytes_buf[self.fill:self.fill + take] = nbytes[pos:pos + take]
             self.fill += take
             pos += take
             if self.fill == self.shard_size:
@@ -254,6 +283,8 @@ class ShardSplitWriter:
             return
         name = SHARD_FILENAME.format(split=self.split, index=len(self.files[self.split]))
         write_shard(self.out_dir / name, self.buf[:self.fill])
+        if self.bytes_buf is not None:
+            write_sidecar(sidecar_path(self.out_dir / name), self.bytes_buf[:self.fill])
         self.files[self.split].append(self.out_dir / name)
         self.fill = 0
 
@@ -272,14 +303,41 @@ def encode_documents(sp, texts: list[str], vocab_size: int, num_threads: int) ->
     return docs
 
 
+def encode_caseops_documents(sp, texts: list[str], vocab_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """BOS + ids of each CaseOps-transformed text, with the original bytes charged to each token."""
+    docs = []
+    surface = surface_byte_table(sp)
+    for text in texts:
+        toks, nbytes = caseops_document(sp, text, surface)
+        if int(toks.max()) >= vocab_size:
+            raise TokenizerError(f"tokenizer produced id {int(toks.max())} >= its vocab_size {vocab_size}")
+        docs.append((toks.astype(np.uint16), nbytes))
+    return docs
+
+
+SHARD_OUTPUT_GLOBS = ("fineweb_train_*.bin", "fineweb_val_*.bin", "fineweb_*.bytes", "fineweb_*.tmp",
+                      BUILD_MANIFEST_NAME)
+
+
 def remove_stale_shards(out_dir: Path) -> int:
-    """Delete old shards (and a stale build manifest) so a rebuild never mixes old and new files."""
+    """Delete old shards, sidecars and a build manifest so a rebuild never mixes old and new files."""
     removed = 0
-    for pattern in ("fineweb_train_*.bin", "fineweb_val_*.bin", "fineweb_*.bin.tmp", BUILD_MANIFEST_NAME):
+    for pattern in SHARD_OUTPUT_GLOBS:
         for stale in out_dir.glob(pattern):
             stale.unlink()
             removed += 1
     return removed
+
+
+def swap_in_build(tmp_dir: Path, out_dir: Path) -> None:
+    """Replace out_dir's shard set by the complete one in tmp_dir (manifest moved last)."""
+    remove_stale_shards(out_dir)
+    manifest = tmp_dir / BUILD_MANIFEST_NAME
+    for path in sorted(tmp_dir.iterdir()):
+        if path != manifest:
+            os.replace(path, out_dir / path.name)
+    os.replace(manifest, out_dir / BUILD_MANIFEST_NAME)
+    tmp_dir.rmdir()
 
 
 def new_split_stats() -> dict[str, int]:
@@ -287,79 +345,121 @@ def new_split_stats() -> dict[str, int]:
     return {f"{what}_{split}": 0 for what in ("docs", "tokens", "files") for split in ("total",) + SHARD_SPLITS}
 
 
-def load_build_tokenizer(sp_model_path: str | Path):
-    """Load the tokenizer for shard building and check its BOS and uint16 fit."""
+def load_build_tokenizer(sp_model_path: str | Path, caseops: bool = False):
+    """Load the tokenizer for shard building and check its BOS, uint16 fit and CaseOps symbols."""
     sp = load_sentencepiece(sp_model_path)
     if int(sp.bos_id()) != BOS_ID:
         raise TokenizerError(f"{sp_model_path}: bos_id is {int(sp.bos_id())}, shards need BOS={BOS_ID}")
     if int(sp.vocab_size()) > MAX_UINT16_VOCAB:
         raise TokenizerError(f"{sp_model_path}: vocab_size={int(sp.vocab_size())} does not fit uint16 shards")
+    if caseops and not all(sp.piece_to_id(op) != sp.unk_id() for op in OPERATORS):
+        raise TokenizerError(f"{sp_model_path}: not a CaseOps tokenizer (its vocabulary lacks the case operators; "
+                             "train one with `pgolf data tokenizer --caseops`)")
     return sp
+
+
+class _BuildState:
+    """Counters and the val fingerprint of a build in progress."""
+
+    def __init__(self, num_val_docs: int):
+        self.num_val_docs = num_val_docs
+        self.stats = new_split_stats()
+        self.val_hashes: set[bytes] = set()
+
+    def add(self, writer: ShardSplitWriter, toks: np.ndarray, nbytes: np.ndarray | None) -> None:
+        split = "val" if self.stats["docs_total"] < self.num_val_docs else "train"
+        digest = doc_hash(toks)
+        if split == "val":
+            self.val_hashes.add(digest)
+        elif digest in self.val_hashes:
+            raise DataOverlapError(f"document {self.stats['docs_total']} of the input (a train document) has "
+                                   "the same tokens as a validation document; remove the duplicate")
+        writer.set_split(split)
+        writer.append(toks, nbytes)
+        for key in (f"docs_{split}", "docs_total"):
+            self.stats[key] += 1
+        for key in (f"tokens_{split}", "tokens_total"):
+            self.stats[key] += int(toks.size)
 
 
 def build_shards(docs, sp_model_path: str | Path, out_dir: str | Path,
                  num_val_docs: int = BUILD_NUM_VAL_DOCS, shard_size: int = BUILD_SHARD_SIZE, *,
                  max_docs: int | None = None, num_threads: int | None = None,
-                 progress: bool | None = None) -> dict[str, int]:
+                 progress: bool | None = None, caseops: bool = False) -> dict[str, int]:
     """Tokenize documents into official-format val/train shards in out_dir; return the stats.
 
     `docs` is a path or a list of paths: .jsonl files (a `text` field per line), other files
-    (one document each) or folders of such files. Stale shards in out_dir are removed first;
-    `build_manifest.json` (tokenizer path + sha256, settings, counts) is written last.
+    (one document each) or folders of such files. The shards are written to out_dir/.pgolf-build-tmp
+    and replace out_dir's old shard set only once complete (a failed build leaves the old set).
+    `build_manifest.json` records the tokenizer (path + sha256), settings, counts, the val
+    document range and the val fingerprint. With `caseops`, documents are CaseOps-transformed
+    before encoding and every shard gets a raw-byte sidecar (pgolf.data.sidecar).
     """
     if num_val_docs < 0:
         raise UsageError(f"num_val_docs must be >= 0, got {num_val_docs}")
-    sp = load_build_tokenizer(sp_model_path)
+    sp = load_build_tokenizer(sp_model_path, caseops)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_shards(out_dir)
-    writer = ShardSplitWriter(out_dir, shard_size)
-    stats = new_split_stats()
-    threads = num_threads or min(os.cpu_count() or 1, 16)
-    with TtyProgress(f"tokenizing → {out_dir}", enabled=progress) as bar:
-        for batch in batched_texts(iter_documents(docs, max_docs), ENCODE_BATCH_DOCS):
-            for toks in encode_documents(sp, batch, int(sp.vocab_size()), threads):
-                split = "val" if stats["docs_total"] < num_val_docs else "train"
-                writer.set_split(split)
-                writer.append(toks)
-                for key in (f"docs_{split}", "docs_total"):
-                    stats[key] += 1
-                for key in (f"tokens_{split}", "tokens_total"):
-                    stats[key] += int(toks.size)
-            bar.advance(len(batch), info=f"{stats['tokens_total']:,} tokens")
-    writer.flush()
-    for split in SHARD_SPLITS:
-        stats[f"files_{split}"] = len(writer.files[split])
-    stats["files_total"] = stats["files_val"] + stats["files_train"]
-    write_build_manifest(out_dir, sp_model_path, sp, stats, num_val_docs, shard_size, writer.files)
+    tmp_dir = out_dir / BUILD_TMP_DIR
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir()
+    try:
+        writer = ShardSplitWriter(tmp_dir, shard_size, sidecars=caseops)
+        state = _BuildState(num_val_docs)
+        threads = num_threads or min(os.cpu_count() or 1, 16)
+        vocab = int(sp.vocab_size())
+        with TtyProgress(f"tokenizing → {out_dir}", enabled=progress) as bar:
+            for batch in batched_texts(iter_documents(docs, max_docs), ENCODE_BATCH_DOCS):
+                if caseops:
+                    for toks, nbytes in encode_caseops_documents(sp, batch, vocab):
+                        state.add(writer, toks, nbytes)
+                else:
+                    for toks in encode_documents(sp, batch, vocab, threads):
+                        state.add(writer, toks, None)
+                bar.advance(len(batch), info=f"{state.stats['tokens_total']:,} tokens")
+        writer.flush()
+        stats = state.stats
+        for split in SHARD_SPLITS:
+            stats[f"files_{split}"] = len(writer.files[split])
+        stats["files_total"] = stats["files_val"] + stats["files_train"]
+        write_build_manifest(tmp_dir, sp_model_path, sp, stats, num_val_docs, shard_size, writer.files,
+                             state.val_hashes, caseops)
+        swap_in_build(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
     return stats
 
 
 def build_file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def write_build_manifest(out_dir: Path, sp_model_path: str | Path, sp, stats: dict[str, int],
-                         num_val_docs: int, shard_size: int, files: dict[str, list[Path]]) -> Path:
-    """Record which tokenizer (path + sha256) and settings produced the shards, and the counts."""
+                         num_val_docs: int, shard_size: int, files: dict[str, list[Path]],
+                         val_hashes: set[bytes] | None = None, caseops: bool = False) -> Path:
+    """Record which tokenizer (path + sha256) and settings produced the shards, the counts, the
+    val document range [first, end) of the input and the val fingerprint."""
     manifest = {
         "tokenizer_path": str(Path(sp_model_path).resolve()),
-        "tokenizer_sha256": build_file_sha256(sp_model_path),
+        "tokenizer_sha256": file_sha256(sp_model_path),
         "vocab_size": int(sp.vocab_size()),
         "bos_id": BOS_ID,
         "append_eos": False,
+        "text_transform": CASEOPS_NAME if caseops else "identity",
+        "byte_sidecars": bool(caseops),
         "num_val_docs": num_val_docs,
+        "val_doc_range": [0, int(stats["docs_val"])],
+        "val_fingerprint": encode_fingerprint(val_hashes or ()),
         "shard_size": shard_size,
         "stats": stats,
         "files": {split: [p.name for p in files[split]] for split in SHARD_SPLITS},
     }
     path = out_dir / BUILD_MANIFEST_NAME
-    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
     return path
 
 
@@ -373,8 +473,9 @@ def format_build_stats(stats: dict[str, int]) -> list[str]:
 # tokenizer training
 
 
-def tokenizer_training_texts(docs, max_docs: int | None) -> Iterator[str]:
-    """Texts for SentencePiece training as the exporter feeds them: NUL→space, stripped, non-empty.
+def tokenizer_training_texts(docs, max_docs: int | None, caseops: bool = False) -> Iterator[str]:
+    """Texts for SentencePiece training as the exporter feeds them: NUL→space, stripped, non-empty
+    (CaseOps-transformed afterwards when `caseops`).
 
     `max_docs` limits the documents read (empty ones included), like the exporter's
     `tokenizer_train_docs`.
@@ -382,15 +483,17 @@ def tokenizer_training_texts(docs, max_docs: int | None) -> Iterator[str]:
     for text in iter_documents(docs, max_docs):
         text = text.replace("\x00", " ").strip()
         if text:
-            yield text
+            yield caseops_encode(text) if caseops else text
 
 
 def train_tokenizer(docs, out_prefix: str | Path, vocab_size: int, *, max_docs: int | None = None,
-                    num_threads: int | None = None, quiet: bool = True) -> Path:
+                    num_threads: int | None = None, quiet: bool = True, caseops: bool = False) -> Path:
     """Train a SentencePiece BPE model with the official exporter's settings; return the .model path.
 
     Writes `<out_prefix>.model` and `<out_prefix>.vocab` (old ones are removed first). Any vocab
-    size works (hard_vocab_limit is off, as in the exporter).
+    size works (hard_vocab_limit is off, as in the exporter). With `caseops` the model is trained
+    on CaseOps-transformed text and the four case operators are user-defined symbols (ids 4-7),
+    so an operator is always a piece of its own.
     """
     import sentencepiece as spm
 
@@ -402,8 +505,10 @@ def train_tokenizer(docs, out_prefix: str | Path, vocab_size: int, *, max_docs: 
     for artifact in (model_path, prefix.with_name(prefix.name + ".vocab")):
         artifact.unlink(missing_ok=True)
     kwargs = dict(SP_TRAINER_SETTINGS, vocab_size=vocab_size, model_prefix=str(prefix),
-                  sentence_iterator=tokenizer_training_texts(docs, max_docs),
+                  sentence_iterator=tokenizer_training_texts(docs, max_docs, caseops),
                   num_threads=num_threads or min(os.cpu_count() or 1, 16))
+    if caseops:
+        kwargs["user_defined_symbols"] = list(OPERATORS)
     if quiet:
         kwargs["minloglevel"] = 2  # SentencePiece logs every training step to stderr otherwise
     try:
@@ -460,18 +565,25 @@ def shard_stats(paths: Iterable[str | Path], sp) -> ShardSetStats:
     bytes = sum over targets t = 1..N-1 of target_bytes(tokens[t-1], tokens[t]) over the
     concatenated stream: the very first token has no target, and a shard's first token is the
     target of the previous shard's last token. `sp` is a SentencePiece processor or a .model
-    path. Every id must be < the tokenizer's vocab (ShardError naming the file otherwise).
+    path. Every id must be < the tokenizer's vocab (ShardError naming the file otherwise). When
+    the shards have raw-byte sidecars (CaseOps), the bytes are the sidecars' counts instead.
     """
     if isinstance(sp, (str, Path)):
         sp = load_sentencepiece(sp)
     vocab = int(sp.vocab_size())
     tables = byte_tables(sp, vocab)
     bos = int(sp.bos_id()) if int(sp.bos_id()) >= 0 else BOS_ID
+    paths = [Path(p) for p in paths]
+    sidecars = shard_sidecars(paths)
     result, prev = ShardSetStats(), None
-    for path in paths:
+    for i, path in enumerate(paths):
         tokens = load_shard(path)
         check_token_range(tokens, vocab, str(path))
-        nbytes = stream_target_bytes(tokens, prev, tables)
+        if sidecars is not None:
+            counts = read_sidecar(sidecars[i], path).astype(np.int64)
+            nbytes = int(counts.sum()) - (int(counts[0]) if prev is None and counts.size else 0)
+        else:
+            nbytes = stream_target_bytes(tokens, prev, tables)
         fstats = ShardFileStats(Path(path), int(tokens.size), int(np.count_nonzero(tokens == bos)), nbytes)
         result.files.append(fstats)
         result.tokens += fstats.tokens
@@ -512,9 +624,12 @@ def resolve_check_tokenizer(data_dir: Path, tokenizer: str | Path | None, vocab_
 
 
 def check_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None,
-                   vocab_size: int | None = None) -> dict[str, ShardSetStats]:
-    """Validate a shard folder: every header/size, the tokenizer against the vocab size, BOS
-    first, and every id < vocab. Returns the stats of each split; raises on the first problem."""
+                   vocab_size: int | None = None, report: dict | None = None) -> dict[str, ShardSetStats]:
+    """Validate a shard folder: every header/size, no shard without tokens, the tokenizer against
+    the vocab size and against the build manifest's sha256, BOS first, every id < vocab, the
+    sidecars of CaseOps shards, and no train document in the manifest's val fingerprint.
+    Returns the stats of each split; raises on the first problem. `report`, when given, receives
+    tokenizer_sha256, val_doc_range, overlap ('none' / 'unchecked') and bytes_from."""
     data_dir = Path(data_dir)
     by_split = split_shard_files(data_dir)
     tok_path = resolve_check_tokenizer(data_dir, tokenizer, vocab_size)
@@ -523,11 +638,31 @@ def check_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None,
         check_vocab(sp, vocab_size, tok_path)
     if int(sp.bos_id()) != BOS_ID:
         raise TokenizerError(f"{tok_path}: bos_id is {int(sp.bos_id())}, the shards use BOS={BOS_ID}")
+    manifest = read_manifest(data_dir)
+    digest = check_tokenizer_matches(data_dir, manifest, tok_path)
+    if manifest is None:
+        check_folder_vocab(data_dir, tok_path, int(sp.vocab_size()))
     result = {}
     for split, paths in by_split.items():
         result[split] = shard_stats(paths, sp)
+        for fstats in result[split].files:
+            if fstats.tokens == 0:
+                raise ShardError(f"{fstats.path}: shard holds zero tokens")
         if paths and result[split].files[0].tokens and first_shard_token(paths[0]) != BOS_ID:
             raise ShardError(f"{paths[0]}: the first {split} shard does not start with BOS={BOS_ID}")
+    if manifest and manifest.get("byte_sidecars") and by_split["val"] and shard_sidecars(by_split["val"]) is None:
+        raise ShardError(f"{sidecar_path(by_split['val'][0])}: the manifest says the shards have raw-byte "
+                         "sidecars but this one is missing")
+    overlap = "unchecked"
+    if manifest and manifest.get("val_fingerprint"):
+        source = data_dir / BUILD_MANIFEST_NAME
+        check_no_val_docs(by_split["train"], decode_fingerprint(str(manifest["val_fingerprint"]), source), source)
+        overlap = "none"
+    if report is not None:
+        report.update(tokenizer=str(tok_path), tokenizer_sha256=digest, overlap=overlap,
+                      val_doc_range=(manifest or {}).get("val_doc_range"),
+                      bytes_from="sidecars" if by_split["val"] and shard_sidecars(by_split["val"]) else "tables",
+                      manifest=manifest is not None)
     return result
 
 

@@ -6,6 +6,11 @@ Remote layout (dataset repo, as the challenge's `data/cached_challenge_fineweb.p
     <prefix>/<tokenizer artifact path>                       e.g. tokenizers/fineweb_1024_bpe.model
 Local layout: <out>/manifest.json, <out>/datasets/fineweb10B_spN/, <out>/tokenizers/.
 
+CaseOps exports (variant `sp8192_lossless_caps_caseops_v1_reserved`, the records' lossless-case
+sp8192 from PR #1729, on the hub as romeerp/parameter-golf-caseops-v1) also carry one raw-byte
+sidecar per val shard, `fineweb_val_bytes_NNNNNN.bin`; it is stored locally as
+`fineweb_val_NNNNNN.bytes` (pgolf.data.sidecar) and checked to hold one count per token of its shard.
+
 The manifest decides how many val shards exist and how many train shards may be asked for.
 Downloads are resumable: a file already present and valid is skipped, and a file lands under its
 final name only after it was downloaded completely and validated. `hf_hub_download` writes into
@@ -25,13 +30,17 @@ from pathlib import Path, PurePosixPath
 from pgolf.core.errors import PgolfError, UsageError
 from pgolf.data.build import SHARD_FILENAME, TtyProgress
 from pgolf.data.shards import ShardError, read_shard_header
+from pgolf.data.sidecar import read_sidecar, read_sidecar_header, sidecar_path
 
 DEFAULT_HUB_REPO_ID = "willdepueoai/parameter-golf"
 DEFAULT_HUB_REMOTE_ROOT = "datasets"
 HUB_REPO_ENV = "MATCHED_FINEWEB_REPO_ID"
 # Tokenizations whose cached export is not in the official repo: the records download sp8192 from
 # this republish. Used when neither --repo-id nor $MATCHED_FINEWEB_REPO_ID names a repo.
-VARIANT_HUB_REPO = {"sp8192": "kevclark/parameter-golf"}
+CASEOPS_VARIANT_SUFFIX = "_lossless_caps_caseops_v1_reserved"
+CASEOPS_SP8192_VARIANT = "sp8192" + CASEOPS_VARIANT_SUFFIX
+VARIANT_HUB_REPO = {"sp8192": "kevclark/parameter-golf", CASEOPS_SP8192_VARIANT: "romeerp/parameter-golf-caseops-v1"}
+REMOTE_SIDECAR_FILENAME = "fineweb_val_bytes_{index:06d}.bin"  # the records' name of a val byte sidecar
 HUB_ROOT_ENV = "MATCHED_FINEWEB_REMOTE_ROOT_PREFIX"
 HUB_MANIFEST_NAME = "manifest.json"
 PARTIAL_SUFFIX = ".part"
@@ -79,10 +88,17 @@ def hub_join(*parts: str) -> str:
 
 
 def variant_dataset_dir(variant: str) -> str:
-    """Dataset folder of a variant: spN → fineweb10B_spN (byte260 → fineweb10B_byte260)."""
-    if (variant.startswith("sp") and variant[2:].isdigit()) or variant == "byte260":
+    """Dataset folder of a variant: spN → fineweb10B_spN (byte260 → fineweb10B_byte260, the CaseOps
+    spN_lossless_caps_caseops_v1_reserved → fineweb10B_spN_lossless_caps_caseops_v1_reserved)."""
+    base = variant[:-len(CASEOPS_VARIANT_SUFFIX)] if is_caseops_variant(variant) else variant
+    if (base.startswith("sp") and base[2:].isdigit()) or variant == "byte260":
         return f"fineweb10B_{variant}"
     raise UsageError(f"unknown data variant {variant!r}; expected sp<VOCAB_SIZE> (e.g. sp1024) or byte260")
+
+
+def is_caseops_variant(variant: str) -> bool:
+    """True for a CaseOps export (its val shards come with raw-byte sidecars)."""
+    return variant.endswith(CASEOPS_VARIANT_SUFFIX)
 
 
 def hub_unreachable_error(remote: str, repo_id: str, exc: BaseException) -> DownloadError:
@@ -128,6 +144,8 @@ def validate_local_file(path: Path, kind: str) -> None:
     """Raise ShardError/ValueError if a local file is not a complete, valid file of its kind."""
     if kind == "shard":
         read_shard_header(path)
+    elif kind == "sidecar":
+        read_sidecar_header(path)
     elif kind == "json":
         json.loads(path.read_text(encoding="utf-8"))
     elif path.stat().st_size == 0:
@@ -243,6 +261,9 @@ def plan_downloads(manifest: dict, variant: str, train_shards: int, out: Path,
         for i in range(count):
             name = SHARD_FILENAME.format(split=split, index=i)
             plan.append((hub_join(remote_dir, name), local_dir / name, "shard"))
+            if split == "val" and is_caseops_variant(variant):
+                plan.append((hub_join(remote_dir, REMOTE_SIDECAR_FILENAME.format(index=i)),
+                             sidecar_path(local_dir / name), "sidecar"))
     for art in artifacts:
         plan.append((hub_join(prefix, art), out / "tokenizers" / PurePosixPath(art).name, "file"))
     return local_dir, plan
@@ -269,4 +290,17 @@ def download_variant(variant: str = "sp1024", train_shards: int = 1, out: str | 
             (summary.downloaded if fetched else summary.skipped).append(dest)
             bar.advance(1, info=dest.name)
     shutil.rmtree(out / HUB_STAGING_DIR, ignore_errors=True)  # kept only while a resume may need it
+    check_downloaded_sidecars(plan)
     return summary
+
+
+def check_downloaded_sidecars(plan: list[tuple[str, Path, str]]) -> None:
+    """Each downloaded sidecar must hold one byte count per token of its shard."""
+    for _, dest, kind in plan:
+        if kind != "sidecar":
+            continue
+        shard = dest.with_suffix(".bin")
+        try:
+            read_sidecar(dest, shard)
+        except ShardError as exc:
+            raise DownloadError(f"{dest.name}: downloaded sidecar does not match its shard ({exc})") from exc

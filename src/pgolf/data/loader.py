@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from pgolf.core.errors import ConfigError
-from pgolf.data.shards import load_shard, shard_files
+from pgolf.data.shards import ShardError, load_shard, read_shard_header, shard_files
 
 
 @dataclass
@@ -28,10 +28,15 @@ class StreamPosition:
 
 
 class TokenStream:
-    """Reads shards sequentially and wraps around forever (deterministic, no workers)."""
+    """Reads shards sequentially and wraps around forever (deterministic, no workers). Every
+    shard's header is validated up front and a shard without tokens is refused (it would make
+    the stream spin forever)."""
 
     def __init__(self, pattern: str | Path, position: StreamPosition | None = None):
         self.files = shard_files(pattern)
+        for path in self.files:
+            if read_shard_header(path) == 0:
+                raise ShardError(f"{path}: shard holds zero tokens")
         start = position or StreamPosition()
         self.file_idx = start.file_idx % len(self.files)
         self.tokens = load_shard(self.files[self.file_idx])

@@ -26,19 +26,27 @@ class ShardError(PgolfError, ValueError):
     """A shard file that is missing, truncated, corrupt or not in the official format."""
 
 
-def read_shard_header(path: str | Path) -> int:
-    """Validate the header and file size of one shard and return its token count."""
+def read_header_ints(path: str | Path, kind: str, magics: tuple[int, ...], version: int) -> tuple[np.ndarray, int]:
+    """(header ints, file size) of an official-format file (256 x int32 header: magic, version,
+    count, zeros), after checking it exists, holds a whole header and has a known magic and
+    version. Shards and their byte sidecars share this layout."""
     path = Path(path)
     if not path.is_file():
-        raise ShardError(f"{path}: no such shard file")
+        raise ShardError(f"{path}: no such {kind} file")
     size = path.stat().st_size
     if size < HEADER_BYTES:
         raise ShardError(f"{path}: truncated header ({size} bytes, need {HEADER_BYTES})")
     header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
-    if int(header[0]) != SHARD_MAGIC:
-        raise ShardError(f"{path}: not a token shard (magic {int(header[0])}, expected {SHARD_MAGIC})")
-    if int(header[1]) != SHARD_VERSION:
-        raise ShardError(f"{path}: unsupported shard version {int(header[1])} (expected {SHARD_VERSION})")
+    if int(header[0]) not in magics:
+        raise ShardError(f"{path}: not a {kind} (magic {int(header[0])}, expected {magics[0]})")
+    if int(header[1]) != version:
+        raise ShardError(f"{path}: unsupported {kind} version {int(header[1])} (expected {version})")
+    return header, size
+
+
+def read_shard_header(path: str | Path) -> int:
+    """Validate the header and file size of one shard and return its token count."""
+    header, size = read_header_ints(path, "token shard", (SHARD_MAGIC,), SHARD_VERSION)
     num_tokens = int(header[2])
     if num_tokens < 0:
         raise ShardError(f"{path}: corrupt header (negative token count {num_tokens})")
@@ -69,14 +77,20 @@ def write_shard(path: str | Path, tokens: np.ndarray) -> None:
         raise ShardError(f"{path}: {toks.size} tokens do not fit an int32 header")
     if toks.size and (int(toks.min()) < 0 or int(toks.max()) >= 2**16):
         raise ShardError(f"{path}: token ids must be in [0, 65536) to store as uint16")
+    write_u16_file(path, SHARD_MAGIC, SHARD_VERSION, toks)
+
+
+def write_u16_file(path: Path, magic: int, version: int, values: np.ndarray) -> None:
+    """Header (magic, version, count) + uint16 values, atomically: a killed writer never leaves a
+    half file under the real name. Shards and byte sidecars share this layout."""
     header = np.zeros(HEADER_INTS, dtype="<i4")
-    header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, toks.size
+    header[0], header[1], header[2] = magic, version, values.size
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(header.tobytes())
-        f.write(toks.astype("<u2", copy=False).tobytes())
-    tmp.replace(path)  # atomic: a killed writer never leaves a half shard under the real name
+        f.write(values.astype("<u2", copy=False).tobytes())
+    tmp.replace(path)
 
 
 def shard_files(pattern: str | Path) -> list[Path]:

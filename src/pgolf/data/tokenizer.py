@@ -92,10 +92,10 @@ def check_vocab(sp, vocab_size: int, tokenizer_path: str | Path) -> None:
         )
 
 
-def find_tokenizer(data_dir: str | Path, vocab_size: int) -> Path | None:
-    """Look for fineweb_<V>_bpe.model in and around a shard folder (official layout and ours)."""
+def find_tokenizer(data_dir: str | Path, vocab_size: int, name: str | None = None) -> Path | None:
+    """Look for fineweb_<V>_bpe.model (or `name`) in and around a shard folder (official layout and ours)."""
     data_dir = Path(data_dir)
-    name = f"fineweb_{vocab_size}_bpe.model"
+    name = name or f"fineweb_{vocab_size}_bpe.model"
     for base in (data_dir, data_dir.parent, data_dir.parent.parent):
         for cand in (base / name, base / "tokenizers" / name):
             if cand.is_file():

@@ -2,7 +2,10 @@
 
     val_bpb = (sum of target cross-entropies in nats / ln 2) / (sum of target bytes)
 
-Target bytes come from the tokenizer's byte tables (see pgolf.data.tokenizer). Evaluation is a set
+Target bytes come from the tokenizer's byte tables (see pgolf.data.tokenizer), or, for shards of
+transformed text (CaseOps), from the per-position counts of their raw-byte sidecars
+(pgolf.data.sidecar.SidecarBytes): a target at stream position i is charged counts[i], the
+original UTF-8 bytes it covers, whatever window or rank scores it. Evaluation is a set
 of windows over the validation stream; each window scores a contiguous run of its last targets:
 
 - non-overlapping (official): windows of W tokens back to back, every target of a window scored;
@@ -29,6 +32,7 @@ from torch import Tensor
 
 from pgolf.core.errors import ConfigError
 from pgolf.core.progress import track
+from pgolf.data.sidecar import SidecarBytes
 from pgolf.data.tokenizer import ByteTables, TokenizerError
 
 
@@ -99,41 +103,49 @@ def rank_slice(n: int, rank: int, world_size: int) -> slice:
     return slice(n * rank // world_size, n * (rank + 1) // world_size)
 
 
-def _window_batch(tokens: Tensor, plan: WindowPlan, idx: np.ndarray, device) -> tuple[Tensor, Tensor, Tensor]:
+def _window_batch(tokens: Tensor, plan: WindowPlan, idx: np.ndarray, device,
+                  counts: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     offs = torch.arange(plan.length + 1)
     rows = torch.from_numpy(plan.start[idx])[:, None] + offs[None, :]
     chunk = tokens[rows].to(device=device, dtype=torch.int64)  # (b, L+1)
     x, y = chunk[:, :-1], chunk[:, 1:]
     pos = torch.arange(plan.length, device=device)[None, :]
     scored = pos >= torch.from_numpy(plan.score_from[idx]).to(device)[:, None]  # (b, L)
-    return x, y, scored
+    tgt_bytes = None if counts is None else counts[rows[:, 1:]].to(device=device, dtype=torch.int64)
+    return x, y, scored, tgt_bytes
 
 
-def _batch_stats(model, x: Tensor, y: Tensor, scored: Tensor, tables_t: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, int, Tensor]:
+def _batch_stats(model, x: Tensor, y: Tensor, scored: Tensor, tables_t: tuple[Tensor, Tensor, Tensor] | None,
+                 tgt_bytes: Tensor | None = None) -> tuple[Tensor, int, Tensor]:
     hidden = model.hidden(x)  # (b, L, D)
     logits = model.logits(hidden[scored])  # (n, V): the head only where targets are scored
     nll = F.cross_entropy(logits.float(), y[scored], reduction="sum")
-    base, space, boundary = tables_t
     prev, tgt = x[scored], y[scored]
-    nbytes = base[tgt].to(torch.int64) + (space[tgt] & ~boundary[prev]).to(torch.int64)
+    if tgt_bytes is not None:  # sidecar: bytes by stream position
+        nbytes = tgt_bytes[scored]
+    else:
+        base, space, boundary = tables_t
+        nbytes = base[tgt].to(torch.int64) + (space[tgt] & ~boundary[prev]).to(torch.int64)
     return nll.double(), int(tgt.numel()), nbytes.sum()
 
 
 @torch.no_grad()
-def evaluate(model, tokens: Tensor, tables: ByteTables, window: int, stride: int = 0,
+def evaluate(model, tokens: Tensor, tables: ByteTables | SidecarBytes, window: int, stride: int = 0,
              batch_seqs: int = 32, rank: int = 0, world_size: int = 1, device=None,
              autocast=None, progress: bool = False) -> Score:
     """Score `tokens` (a 1-D CPU tensor of the validation stream) with `model`.
 
     `model` must provide hidden(ids) -> (B, T, D) and logits(h) -> (..., V). Returns the global
-    Score (all-reduced across ranks when torch.distributed is initialised).
+    Score (all-reduced across ranks when torch.distributed is initialised). `tables` is the
+    tokenizer's ByteTables, or SidecarBytes aligned with `tokens` (a prefix of the stream they
+    were loaded for).
     """
     device = device or next(model.parameters()).device
     if int(tokens.max()) >= tables.size:
         raise TokenizerError(f"token id {int(tokens.max())} is outside the tokenizer's table of {tables.size} ids")
     plan = plan_windows(int(tokens.numel()) - 1, window, stride)
     mine = np.arange(len(plan))[rank_slice(len(plan), rank, world_size)]
-    tables_t = tuple(torch.from_numpy(a).to(device) for a in (tables.base_bytes, tables.has_leading_space, tables.is_boundary))
+    counts, tables_t = _byte_source(tables, int(tokens.numel()), device)
     loss = torch.zeros((), dtype=torch.float64, device=device)
     nbytes = torch.zeros((), dtype=torch.int64, device=device)
     ntok = 0
@@ -141,14 +153,23 @@ def evaluate(model, tokens: Tensor, tables: ByteTables, window: int, stride: int
     model.eval()
     batches = range(0, mine.size, max(batch_seqs, 1))
     for b0 in track(batches, "scoring", progress):
-        x, y, scored = _window_batch(tokens, plan, mine[b0 : b0 + batch_seqs], device)
+        x, y, scored, tgt_bytes = _window_batch(tokens, plan, mine[b0 : b0 + batch_seqs], device, counts)
         with autocast or nullcontext():
-            l, n, nb = _batch_stats(model, x, y, scored, tables_t)
+            l, n, nb = _batch_stats(model, x, y, scored, tables_t, tgt_bytes)
         loss += l
         nbytes += nb
         ntok += n
     model.train(was_training)
     return _all_reduce_score(loss, ntok, nbytes, device)
+
+
+def _byte_source(tables: ByteTables | SidecarBytes, num_tokens: int, device) -> tuple[Tensor | None, tuple | None]:
+    """(per-position counts on CPU, None) for sidecar bytes, else (None, per-id tables on device)."""
+    if isinstance(tables, SidecarBytes):
+        if tables.counts.size < num_tokens:
+            raise TokenizerError(f"byte sidecar covers {tables.counts.size} positions, the stream has {num_tokens}")
+        return torch.from_numpy(np.asarray(tables.counts[:num_tokens], dtype=np.int64)), None
+    return None, tuple(torch.from_numpy(a).to(device) for a in (tables.base_bytes, tables.has_leading_space, tables.is_boundary))
 
 
 def _all_reduce_score(loss: Tensor, ntok: int, nbytes: Tensor, device) -> Score:
@@ -161,7 +182,7 @@ def _all_reduce_score(loss: Tensor, ntok: int, nbytes: Tensor, device) -> Score:
     return Score(float(loss.item()), ntok, int(nbytes.item()))
 
 
-def score_reference(model, tokens: Tensor, tables: ByteTables, window: int, stride: int = 0) -> Score:
+def score_reference(model, tokens: Tensor, tables: ByteTables | SidecarBytes, window: int, stride: int = 0) -> Score:
     """The simple definition, one target at a time: each target is predicted from exactly the
     context its window gives it. Slow; for tests of `evaluate`."""
     plan = plan_windows(int(tokens.numel()) - 1, window, stride)
@@ -175,5 +196,8 @@ def score_reference(model, tokens: Tensor, tables: ByteTables, window: int, stri
                 tgt, prev = int(tokens[j + 1]), int(tokens[j])
                 loss += float(F.cross_entropy(logit[None], torch.tensor([tgt])))
                 ntok += 1
-                nb += int(tables.base_bytes[tgt]) + int(tables.has_leading_space[tgt] and not tables.is_boundary[prev])
+                if isinstance(tables, SidecarBytes):
+                    nb += int(tables.counts[j + 1])
+                else:
+                    nb += int(tables.base_bytes[tgt]) + int(tables.has_leading_space[tgt] and not tables.is_boundary[prev])
     return Score(loss, ntok, nb)

@@ -3,10 +3,14 @@ planner's predicted artifact size against the cap, with its per-group table; not
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pgolf.core.config import RunConfig
 from pgolf.model.gpt import layer_schedule
 from pgolf.model.inventory import flops_per_token, params_by_group, quant_layout
+from pgolf.quant.capfit import cap_target_bytes
 from pgolf.quant.plan import format_table, predict_table
+from pgolf.submit.export import exported_code_bytes
 
 
 def describe(cfg: RunConfig) -> str:
@@ -15,14 +19,48 @@ def describe(cfg: RunConfig) -> str:
     groups = params_by_group(m)
     total = sum(groups.values())
     fl = flops_per_token(m, cfg.train.train_seq_len)
-    table = predict_table(m, quant_layout(m), cfg.quant)
+    q = cfg.quant
+    code = exported_code_bytes(cfg) if q.count_code_bytes else 0
+    table = predict_table(m, quant_layout(m), q, code)
     pred = table.artifact_bytes
     lines = [
         f"preset:{cfg.preset} model_params:{total} " + " ".join(f"params_{k}:{v}" for k, v in groups.items()),
         f"layer_applications:{len(layer_schedule(m, True))} flops_per_token_fwd:{fl.per_token_forward:.4g} "
         f"flops_per_token_train:{fl.per_token_train:.4g} seq_len:{cfg.train.train_seq_len}",
-        f"predicted_artifact_bytes:{pred} scheme:{cfg.quant.scheme} compressor:{cfg.quant.compressor} "
-        f"size_cap_bytes:{cfg.quant.size_cap_bytes} fits:{pred <= cfg.quant.size_cap_bytes} (code bytes not included)",
+        f"predicted_artifact_bytes:{pred} code_bytes:{code} predicted_total_bytes:{pred + code} scheme:{q.scheme} "
+        f"compressor:{q.compressor} size_cap_bytes:{q.size_cap_bytes} fits:{pred + code <= q.size_cap_bytes}",
+        cap_fit_plan(pred, code, groups, q),
+        clip_levers(m, q, pred),
         format_table(table),
     ]
     return "\n".join(lines)
+
+
+CLIP_STEP = 0.5  # SDClip k step of the lever report
+
+
+def clip_levers(m, q, pred: int) -> str:
+    """Bytes the planner predicts each group's SDClip k buys per +0.5 (a coarser grid: fewer bytes,
+    more rounding error) — the cheapest size lever after pruning."""
+    if q.scheme != "mixed" or q.clip != "sdclip":
+        return "levers: (SDClip levers apply to the mixed scheme with clip=sdclip)"
+    layout, parts = quant_layout(m), []
+    for group in ("attn", "mlp", "embed", "hash"):
+        field = f"{group}_clip_sigmas"
+        moved = replace(q, **{field: getattr(q, field) + CLIP_STEP})
+        delta = predict_table(m, layout, moved).artifact_bytes - pred
+        if delta:
+            parts.append(f"quant.{field}+{CLIP_STEP:g}:{delta:+d}B")
+    return "levers: " + (" ".join(parts) or "none")
+
+
+def cap_fit_plan(pred: int, code: int, groups: dict[str, int], q) -> str:
+    """What cap fitting will have to do with the predicted artifact (it measures, at the end)."""
+    limit = cap_target_bytes(q, code)
+    if pred <= limit:
+        return f"cap_fit:not_needed target_bytes:{limit + code} headroom:{limit - pred}"
+    if q.scheme != "mixed":
+        return f"cap_fit:unavailable ({q.scheme} scheme) over_by:{pred - limit}: the run would be refused at the end"
+    quantized = sum(v for k, v in groups.items() if k != "control")
+    return (f"cap_fit:planned remove:{pred - limit} bytes by pruning up to {q.prune_max_frac:g} of {quantized} "
+            "quantized weights' +-1 codes, then LQER (measured at the end; refused in one line if that cannot fit)")

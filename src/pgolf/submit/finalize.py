@@ -17,7 +17,8 @@ from pgolf.core.roles import quant_groups
 from pgolf.core.runtime import barrier, sync_device
 from pgolf.eval.scoring import Score, evaluate
 from pgolf.quant.gptq import calibration_batches, collect_hessians
-from pgolf.quant.pack import pack, unpack
+from pgolf.quant.capfit import cap_target_bytes, fit_to_cap
+from pgolf.quant.pack import check_cap, pack, unpack
 from pgolf.quant.schemes import quantize
 from pgolf.train.rundir import atomic_write_bytes, atomic_write_text, usable_output_dir
 from pgolf.train.trainer import Session, TrainState
@@ -44,6 +45,7 @@ class Summary:
     codec: str = ""
     scheme: str = ""
     eval_seconds: dict = field(default_factory=dict)
+    cap_fit: dict = field(default_factory=dict)  # what cap fitting pruned or dropped (empty: nothing)
 
 
 def _score_dict(score: Score) -> dict:
@@ -111,7 +113,7 @@ def pack_artifact(s: Session, code_bytes: int, summary: Summary) -> Path:
               f"quant_time:{1000 * (time.perf_counter() - t0):.0f}ms")
         counted = code_bytes if q.count_code_bytes else 0
         try:
-            res = pack(qs, asdict(s.cfg.model), q, path, code_bytes=counted)
+            res = fit_and_pack(s, qs, hessians, path, counted, summary)
         finally:
             barrier(s.rt)
         summary.codec, summary.artifact_bytes = res.codec, res.bytes
@@ -122,6 +124,21 @@ def pack_artifact(s: Session, code_bytes: int, summary: Summary) -> Path:
     else:
         barrier(s.rt)
     return path
+
+
+def fit_and_pack(s: Session, qs, hessians, path: Path, counted: int, summary: Summary):
+    """Pack; when model + counted code bytes are over the target, fit by measured pruning
+    (pgolf.quant.capfit) instead of wasting the run; refuse (SizeCapError) only what cannot fit."""
+    q, model_cfg = s.cfg.quant, asdict(s.cfg.model)
+    res = pack(qs, model_cfg, q, path)
+    limit = cap_target_bytes(q, counted)
+    if res.bytes > limit and q.scheme == "mixed":
+        s.log(f"cap_fit:start artifact:{res.bytes} code:{counted} target:{limit + counted} over:{res.bytes - limit}")
+        res, report = fit_to_cap(qs, model_cfg, q, path, limit, hessians, res)
+        s.log(report.line())
+        summary.cap_fit = asdict(report)
+    check_cap(path, res.bytes, counted, q.size_cap_bytes)
+    return res
 
 
 def roundtrip(s: Session, path: Path, summary: Summary) -> None:

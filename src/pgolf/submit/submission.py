@@ -7,6 +7,7 @@ EMBEDDED_CONFIG and bundles this module with everything it imports.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -16,6 +17,16 @@ from pgolf.submit.finalize import finalize
 from pgolf.train.trainer import run_training
 
 EMBEDDED_CONFIG: dict = {}  # filled in by `pgolf export`
+REQUIRED_MODULES: dict = {}  # filled in by `pgolf export`: import name -> PyPI name of every third-party module the script imports
+
+
+def check_requirements(required: dict[str, str]) -> None:
+    """Fail before training, not after it, when a library the run will import is missing (a
+    lazily imported `safetensors` or `zstandard` used to fail only when the model was saved)."""
+    missing = [pip for mod, pip in required.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        raise SystemExit(f"{Path(sys.argv[0]).name}: missing Python packages: {' '.join(missing)} "
+                         f"(pip install {' '.join(missing)}); nothing was run")
 
 
 def embedded_config() -> RunConfig:
@@ -32,6 +43,7 @@ def own_file_bytes() -> int:
 
 
 def submission_main() -> None:
+    check_requirements(REQUIRED_MODULES)
     session, state = run_training(embedded_config())
     finalize(session, state, code_bytes=own_file_bytes())
     rt = session.rt

@@ -135,7 +135,7 @@ def cpu_threads(requested: int) -> tuple[int, str]:
     return n, f"threads:{n} (auto: cores:{cores} load1:{load:.2f} processes:{local})"
 
 
-def setup(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Session:
+def setup(cfg: RunConfig, resume: bool = False, overwrite: bool = False, fetch_data=None) -> Session:
     """Runtime, run folder (locked), logging, data, model, optimizers, loader. A failure during
     set-up removes the run folder and log it had just created."""
     validate(cfg)
@@ -154,17 +154,18 @@ def setup(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Sess
         check_writable(log_path.parent)
         folder = open_run_folder(run_dir, resume, overwrite)
     try:
-        return _setup_session(cfg, rt, run_dir, RunLog(log_path, master=rt.master), folder, threads_note)
+        return _setup_session(cfg, rt, run_dir, RunLog(log_path, master=rt.master), folder, threads_note, fetch_data)
     except BaseException:
         discard_failed_setup(folder, log_path if rt.master else None, log_existed)
         raise
 
 
-def _setup_session(cfg: RunConfig, rt: Runtime, run_dir: Path, log: RunLog, folder, threads_note: str) -> Session:
+def _setup_session(cfg: RunConfig, rt: Runtime, run_dir: Path, log: RunLog, folder, threads_note: str,
+                   fetch_data=None) -> Session:
     if rt.master:
         atomic_write_text(run_dir / "config.json", json.dumps(config_to_dict(cfg), indent=2) + "\n")
     log(json.dumps(config_to_dict(cfg), sort_keys=True), console=False)
-    data = resolve_data(cfg, log)
+    data = resolve_data(cfg, log, fetch_data)
     val = load_val_data(cfg, data)
     base = build_model(cfg, rt.device)
     model = wrap_model(base, cfg, rt)
@@ -458,10 +459,11 @@ def use_ema_weights(s: Session) -> bool:
     return True
 
 
-def run_training(cfg: RunConfig, resume_from: str | Path | None = None,
-                 overwrite: bool = False) -> tuple[Session, TrainState]:
-    """Set up, warm up, train (optionally resuming); returns the session and final state."""
-    s = setup(cfg, resume=bool(resume_from), overwrite=overwrite)
+def run_training(cfg: RunConfig, resume_from: str | Path | None = None, overwrite: bool = False,
+                 fetch_data=None) -> tuple[Session, TrainState]:
+    """Set up, warm up, train (optionally resuming); returns the session and final state.
+    `fetch_data` may download missing shards (the command line passes one; a submission not)."""
+    s = setup(cfg, resume=bool(resume_from), overwrite=overwrite, fetch_data=fetch_data)
     try:
         if resume_from:
             st, step_s = resume(s, Path(resume_from)), None
