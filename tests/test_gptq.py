@@ -4,12 +4,12 @@ every linear input (and the head); calibration reads training shards only; the t
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import shared_data_dir
 from pgolf.core.config import ModelConfig, QuantConfig
 from pgolf.quant.gptq import calibration_batches, collect_hessians, gptq_codes, linear_weight_names, output_error, rtn_codes
 from pgolf.quant.lowbit import dequantize_rows, fp16_row_scale, row_clip
@@ -18,7 +18,7 @@ from pgolf.core.roles import quant_groups
 from pgolf.quant.schemes import dequantize, quantize
 from pgolf.data.shards import write_shard
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "fineweb_sample" / "sp1024"
+SHARED = shared_data_dir() / "fineweb_sample" / "sp1024"  # ../shared/data or $PGOLF_SHARED_DATA
 
 
 def correlated_inputs(n: int, dim: int, sample_seed: int = 0) -> torch.Tensor:
@@ -121,7 +121,7 @@ def test_calibration_reads_training_shards_only(tmp_path):
 
 
 @pytest.mark.data
-@pytest.mark.skipif(not SHARED.is_dir(), reason="needs the FineWeb sample in ../shared/data")
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs the FineWeb sample in ../shared/data (or $PGOLF_SHARED_DATA)")
 def test_gptq_beats_rtn_on_real_calibration_data():
     torch.manual_seed(0)
     model = GPT(ModelConfig(num_layers=1, model_dim=64, num_heads=2, num_kv_heads=1))
