@@ -14,7 +14,6 @@ from conftest import shared_data_dir
 from pgolf.data.build import (
     BUILD_MANIFEST_NAME,
     DocumentError,
-    build_file_sha256,
     build_shards,
     iter_documents,
     tokenizer_training_texts,
@@ -22,6 +21,7 @@ from pgolf.data.build import (
 )
 from pgolf.cli.data import register_data_commands
 from pgolf.core.constants import BOS_ID
+from pgolf.data.guards import file_sha256
 from pgolf.data.shards import load_shard, load_shards, write_shard
 from pgolf.data.tokenizer import TokenizerError, load_sentencepiece
 
@@ -99,7 +99,7 @@ def test_build_manifest_and_stale_removal(tiny_model, tmp_path):
                          num_val_docs=2, shard_size=10_000)
     assert sorted(p.name for p in out.glob("*.bin")) == ["fineweb_train_000000.bin", "fineweb_val_000000.bin"]
     manifest = json.loads((out / BUILD_MANIFEST_NAME).read_text())
-    assert manifest["tokenizer_sha256"] == build_file_sha256(tiny_model)
+    assert manifest["tokenizer_sha256"] == file_sha256(tiny_model)
     assert Path(manifest["tokenizer_path"]) == tiny_model.resolve()
     assert manifest["stats"] == stats and manifest["vocab_size"] == TINY_VOCAB
     assert manifest["files"] == {"val": ["fineweb_val_000000.bin"], "train": ["fineweb_train_000000.bin"]}

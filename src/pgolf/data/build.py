@@ -431,11 +431,6 @@ def build_shards(docs, sp_model_path: str | Path, out_dir: str | Path,
     return stats
 
 
-def build_file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    return file_sha256(path)
-
-
 def write_build_manifest(out_dir: Path, sp_model_path: str | Path, sp, stats: dict[str, int],
                          num_val_docs: int, shard_size: int, files: dict[str, list[Path]],
                          val_hashes: set[bytes] | None = None, caseops: bool = False) -> Path:

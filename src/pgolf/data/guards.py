@@ -26,7 +26,7 @@ import numpy as np
 
 from pgolf.core.constants import BOS_ID
 from pgolf.core.errors import PgolfError
-from pgolf.data.shards import ShardError, check_token_range, load_shard, read_shard_header
+from pgolf.data.shards import ShardError, check_token_range, load_shard
 from pgolf.data.tokenizer import TokenizerError
 
 BUILD_MANIFEST_NAME = "build_manifest.json"
@@ -152,9 +152,9 @@ def check_shards_usable(files: list[Path], vocab_size: int) -> int:
     the total token count."""
     total = 0
     for path in files:
-        if read_shard_header(path) == 0:
+        tokens = load_shard(path)  # validates header and size
+        if tokens.size == 0:
             raise ShardError(f"{path}: shard holds zero tokens (a loader would wait on it forever)")
-        tokens = load_shard(path)
         check_token_range(tokens, vocab_size, str(path))
         total += int(tokens.size)
     return total
