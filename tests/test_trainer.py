@@ -175,7 +175,7 @@ def test_ema_arithmetic_matches_a_hand_computation(tiny_dataset, workdir):
     d2, d3 = 3 / 12, 4 / 13  # both below the configured 0.9
     hand = d3 * (d2 * 1.0 + (1 - d2) * 3.0) + (1 - d3) * -2.0
     assert s.ema_steps == 3
-    assert torch.allclose(trainer_mod.ema_state(s)[name], torch.full_like(weight, hand), atol=1e-6)
+    assert torch.allclose(s.ema[name], torch.full_like(weight, hand), atol=1e-6)
     assert trainer_mod.use_ema_weights(s)
     assert torch.allclose(weight.detach(), torch.full_like(weight, hand), atol=1e-6)
     assert trainer_mod.ema_decay_at(0.9, 1000) == 0.9

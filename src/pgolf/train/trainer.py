@@ -294,11 +294,6 @@ def update_ema(s: Session) -> None:
             s.ema[k].mul_(d).add_(v.float(), alpha=1 - d)
 
 
-def ema_state(s: Session) -> dict[str, Tensor]:
-    """The EMA weights."""
-    return s.ema
-
-
 def maybe_switch_recurrence(s: Session, st: TrainState, elapsed_ms: float) -> None:
     """Depth recurrence switches on once the configured fraction of training has passed (by
     step count, or by the training clock `elapsed_ms` when a cap is set)."""
@@ -451,10 +446,9 @@ def use_ema_weights(s: Session) -> bool:
     """Load the EMA weights (records' final model) into the live model; True if it did."""
     if s.ema is None:
         return False
-    ema = ema_state(s)
     with torch.no_grad():
         for k, v in s.base.state_dict().items():
-            v.copy_(ema[k].to(v.dtype))
+            v.copy_(s.ema[k].to(v.dtype))
     s.log(f"ema:applied decay:{s.cfg.train.ema_decay}")
     return True
 
