@@ -26,7 +26,11 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
 fi
 
 case "${1:-run}" in
-  test) shift; exec "$PY" -m pytest -m "slow or not slow" "$@" ;;
+  test) shift
+    # torchao (the optional [gpu] extra: FP8 training) lets the FP8 conversion test run with CPU
+    # emulation; --no-deps so it can never pull a second torch build
+    "$PY" -c "import torchao" >/dev/null 2>&1 || "$PY" -m pip install --quiet --no-deps "torchao>=0.10"
+    exec "$PY" -m pytest -m "slow or not slow" "$@" ;;
   run) [ $# -gt 0 ] && shift; exec "$VENV/bin/pgolf" run "$@" ;;
   *) exec "$VENV/bin/pgolf" "$@" ;;
 esac

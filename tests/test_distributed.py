@@ -55,3 +55,45 @@ def test_torchrun_two_processes_match_one(tiny_dataset, tmp_path):
         assert a == pytest.approx(b, abs=2e-4)
     for key in ("step:6/6 val_loss", "final_int8_zlib_roundtrip_exact val_loss"):
         assert one[key] == pytest.approx(two[key], abs=2e-4)
+
+
+FRONTIER_BITS = [  # the frontier's optimizer and model features that touch the distributed step
+    "--set", "train.grad_clip_norm=0.3", "--set", "train.muon_row_norm=true", "--set", "train.muon_weight_decay=0.05",
+    "--set", "train.muon_ns=polar_express", "--set", "train.ema_decay=0.9", "--set", "model.recur_layers=0-1",
+    "--set", "model.recur_loops=2", "--set", "model.recur_start_frac=0.5",
+]
+
+
+@pytest.mark.slow
+def test_torchrun_sharded_muon_with_clipping_ema_and_recurrence_matches_one(tiny_dataset, tmp_path):
+    """Sharded Muon (reduce-scatter, Newton-Schulz on each rank's share, all-gather) with clipping
+    over sharded gradients, EMA and a recurrence switch: 2 processes train as 1 does."""
+    data, tok = tiny_dataset
+    args = TINY_ARGS + FRONTIER_BITS + ["--data", str(data), "--tokenizer", str(tok)]
+    one_out = run([sys.executable, "-m", "pgolf", "train", "--run-id", "one"] + args, tmp_path)
+    two_out = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                   "-m", "pgolf", "train", "--run-id", "two"] + args, tmp_path)
+    one, two = final_numbers(one_out), final_numbers(two_out)
+    assert "recurrence:on step:3" in one_out and "recurrence:on step:3" in two_out
+    for a, b in zip(one["train_losses"], two["train_losses"]):
+        assert a == pytest.approx(b, abs=2e-4)
+    for key in ("step:6/6 val_loss", "final_int8_zlib_roundtrip_exact val_loss"):
+        assert one[key] == pytest.approx(two[key], abs=2e-4)
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_agree_on_the_cap_with_few_clock_exchanges(tiny_dataset, tmp_path):
+    """Under a wall-clock cap the ranks stop at the same step although they exchange their clocks
+    only on the planned steps (pgolf.train.hostsync), far fewer than one per step."""
+    data, tok = tiny_dataset
+    args = [a for a in TINY_ARGS] + ["--data", str(data), "--tokenizer", str(tok)]
+    args[args.index("--iterations") + 1] = "100000"
+    args[args.index("--max-wallclock-seconds") + 1] = "4"
+    args[args.index("train.train_log_every=1")] = "train.train_log_every=0"
+    out = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "pgolf", "train", "--run-id", "cap"] + args, tmp_path)
+    assert "stopping_early: wallclock_cap" in out
+    m = re.search(r"clock_exchanges:(\d+) steps:(\d+)", out)
+    assert m, out[-2000:]
+    exchanges, steps = int(m.group(1)), int(m.group(2))
+    assert steps >= 40 and exchanges <= steps // 4, (exchanges, steps)

@@ -47,6 +47,37 @@ def test_gptq_beats_rtn_on_same_weights_and_calibration(bits, k, act_order):
     assert output_error(w, dequantize_rows(codes, scale), h_test) < output_error(w, dequantize_rows(rtn_codes(w, scale, bits), scale), h_test)
 
 
+def reference_gptq(w: torch.Tensor, h: torch.Tensor, scale: torch.Tensor, bits: int, damp: float = 0.01) -> torch.Tensor:
+    """Textbook GPTQ in float64 without blocks or act-order: U = chol((H + damp)^-1, upper), then
+    column by column round and spread the scaled error over the later columns."""
+    w, h = w.double().clone(), h.double()
+    hd = h + damp * h.diagonal().mean() * torch.eye(h.shape[0], dtype=torch.float64)
+    u = torch.linalg.cholesky(torch.linalg.inv(hd), upper=True)
+    s, r = scale.double(), (1 << (bits - 1)) - 1
+    codes = torch.zeros_like(w)
+    for j in range(w.shape[1]):
+        codes[:, j] = torch.clamp(torch.round(w[:, j] / s), -r, r)
+        e = (w[:, j] - codes[:, j] * s) / u[j, j]
+        w[:, j + 1 :] -= e[:, None] * u[j, j + 1 :][None, :]
+    return codes.to(torch.int8)
+
+
+@pytest.mark.parametrize("shape,block", [((48, 96), 32), ((96, 40), 128), ((20, 130), 16)])
+def test_fast_gptq_matches_the_textbook_algorithm(shape, block):
+    """The blocked fp32 GPTQ (flipped-Cholesky inverse, transposed in-place updates) against the
+    float64 textbook loop: the same codes up to rare ties at a rounding boundary, the same error."""
+    torch.manual_seed(2)
+    w = torch.randn(*shape) * 0.02
+    x = correlated_inputs(4 * shape[1], shape[1])
+    h = x.T @ x / x.shape[0]
+    scale = fp16_row_scale(row_clip(w, 5, "sdclip", 8.0), 5)
+    fast = gptq_codes(w, h, scale, 5, block_size=block, act_order=False)
+    ref = reference_gptq(w, h, scale, 5)
+    assert (fast == ref).float().mean() > 0.999
+    err = [output_error(w, dequantize_rows(c, scale), h) for c in (fast, ref)]
+    assert err[0] == pytest.approx(err[1], rel=1e-3)
+
+
 def test_gptq_with_identity_hessian_is_rtn():
     w = torch.randn(8, 40)
     scale = fp16_row_scale(row_clip(w, 4, "sdclip", 5.0), 4)
@@ -79,6 +110,22 @@ def test_collect_hessians_covers_every_linear_and_the_head():
     with torch.no_grad():
         hid = torch.cat([model.hidden(b).reshape(-1, 64) for b in batches])
     assert torch.allclose(hs.h["tok_emb.weight"], hid.T @ hid / hid.shape[0], atol=1e-5)
+
+
+def test_collect_hessians_shares_xtx_across_qkv_and_never_copies_to_the_host(monkeypatch):
+    """q, k and v read the same input: one X^T X product serves all three (4 products per layer:
+    qkv, attention output, MLP up, MLP down; + the head); the sums stay on the model's device
+    (no .cpu() per hook, which is a device sync on GPU)."""
+    model = tiny_model()
+    copies = []
+    real_cpu = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: copies.append(1) or real_cpu(self, *a, **k))
+    hs = collect_hessians(model, [torch.randint(0, 96, (2, 32)) for _ in range(3)])
+    assert copies == [] and hs.products == 3 * (4 * 2 + 1)
+    for i in range(2):
+        q = hs.h[f"blocks.{i}.attn.c_q.weight"]
+        assert torch.equal(q, hs.h[f"blocks.{i}.attn.c_k.weight"]) and torch.equal(q, hs.h[f"blocks.{i}.attn.c_v.weight"])
+        assert q.data_ptr() != hs.h[f"blocks.{i}.attn.c_k.weight"].data_ptr()  # separate tensors: safe to all-reduce
 
 
 def test_collect_hessians_respects_batch_and_time_limits():

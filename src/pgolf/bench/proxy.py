@@ -105,11 +105,11 @@ def train_command(recipe: str, budget: float, seed: int, run_id: str, out_dir: P
 def read_result(recipe: str, repeat: int, seed: int, summary_path: Path, wall: float, peak: float) -> RunResult:
     data = json.loads(summary_path.read_text())
     s, cfg = data["summary"], data["config"]
-    final = s["sliding"] or s["roundtrip"]
+    final = s.get("documents") or s["sliding"] or s["roundtrip"]
     res = RunResult(recipe, repeat, seed, s["params"], s["artifact_bytes"], s["steps"], s["tokens_seen"],
                     s["train_time_ms"] / 1000.0, s["pre_quant"].get("val_bpb", float("nan")),
                     s["roundtrip"]["val_bpb"], final["val_bpb"],
-                    s["eval_seconds"]["sliding" if s["sliding"] else "roundtrip"], wall)
+                    s["eval_seconds"]["documents" if s.get("documents") else "sliding" if s["sliding"] else "roundtrip"], wall)
     res.mfu = res.tokens_per_s * mean_train_flops(cfg) / peak if peak > 0 else 0.0
     return res
 

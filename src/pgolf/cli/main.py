@@ -72,6 +72,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """The four evaluation conditions and validation isolation; exit 1 when any fails."""
+    from pgolf.core.config import validate
+    from pgolf.submit.check import run_all
+
+    cfg = build_config(args, default_preset=default_preset_name())
+    validate(cfg)
+    print(f"check:preset {cfg.preset} (small model, the preset's evaluation method; see pgolf.submit.check)")
+    results = run_all(cfg, isolation=not args.skip_training)
+    failed = [r.name for r in results if not r.passed]
+    print(f"check:{'FAIL ' + ', '.join(failed) if failed else 'PASS all ' + str(len(results))}")
+    return 1 if failed else 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -106,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weights", help="artifact (.pglf), checkpoint (.safetensors) or official .pt/.ptz")
     p.add_argument("--kind", choices=["auto", "artifact", "safetensors", "official"], default="auto")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("check", help="prove the evaluation legal: causality, normalisation, score before update, single pass, no validation data in training")
+    add_config_args(p)
+    p.add_argument("--skip-training", action="store_true", help="only the four evaluation conditions (no short training run)")
+    p.set_defaults(func=cmd_check)
     p = sub.add_parser("presets", help="list presets, or print one as JSON")
     p.add_argument("name", nargs="?")
     p.set_defaults(func=cmd_presets)

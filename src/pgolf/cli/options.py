@@ -37,6 +37,8 @@ def add_config_args(p: argparse.ArgumentParser, default_preset: str | None = Non
                    help="any config option, e.g. --set model.num_layers=4 (repeatable)")
     for flag, dotted in FLAG_OPTIONS.items():
         p.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None, help=f"sets {dotted}")
+    p.add_argument("--over-budget-ok", action="store_true",
+                   help="run an evaluation predicted over eval.time_budget_s (research mode, marked in the log)")
 
 
 def build_config(args: argparse.Namespace, default_preset: str) -> RunConfig:
@@ -54,6 +56,8 @@ def build_config(args: argparse.Namespace, default_preset: str) -> RunConfig:
         value = getattr(args, flag, None)
         if value is not None:
             set_option(cfg, dotted, str(value), source="--" + flag.replace("_", "-"))
+    if getattr(args, "over_budget_ok", False):
+        cfg.eval.over_budget_ok = True
     return cfg
 
 

@@ -59,6 +59,8 @@ class ModelConfig:
     attn_gate_scale: float = 1.0  # multiplier inside the sparse gate's sigmoid (records 0.5)
     doc_mask: bool = False  # block attention across documents (BOS boundaries)
     bos_id: int = BOS_ID  # document-start token
+    attn_kernel: str = "auto"  # auto | fa3 | fa2 | flex | sdpa | dense (pgolf.model.attention; a missing one falls back with a notice)
+    fp8: bool = False  # FP8 training of the MLP and attention projections (torchao float8; CUDA sm89+, else a notice)
 
 
 @dataclass
@@ -97,6 +99,8 @@ class TrainConfig:
     grad_clip_norm: float = 0.0  # global grad-norm clip (0 = off)
     ema_decay: float = 0.0  # EMA of weights used for the final model (0 = off; records 0.9965)
     checkpoint_every: int = 0  # write a resumable checkpoint every N steps (0 = off)
+    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs
+    compile_fullgraph: bool = False  # torch.compile(fullgraph=True): a graph break is an error
 
 
 @dataclass
@@ -109,6 +113,30 @@ class EvalConfig:
     batch_seqs: int = 32  # windows per forward in sliding eval
     val_max_tokens: int = 0  # score only the first N val tokens (0 = all; CPU proxies)
     final_sliding: bool = True  # also report the sliding-window score of the roundtrip model
+    # Document-aware scoring and score-first test-time training (pgolf.eval.documents, eval.ttt, eval.tilt).
+    doc_aware: bool = False  # score each document from its own BOS, windows never crossing a BOS
+    context: int = 0  # tokens of context per document window (0 = eval_seq_len or train_seq_len; may exceed training length)
+    doc_batch: int = 64  # documents per batch, length-sorted (TTT: steps together; scoring: windows per forward)
+    ttt: bool = False  # per-document LoRA test-time training, score first (PR #1855/#2135); implies doc_aware
+    ttt_rank: int = 80  # LoRA rank
+    ttt_alpha: float = 144.0  # LoRA scale = alpha / rank
+    ttt_targets: str = "q,v,o,mlp,head"  # adapted linears among q,k,v,o,mlp,head (PR #2135: K off)
+    ttt_lr: float = 8e-5  # Adam LR (beta1 = 0)
+    ttt_beta2: float = 0.99  # Adam beta2
+    ttt_weight_decay: float = 2.0  # decoupled weight decay on the adapters
+    ttt_chunk: int = 48  # targets per chunk: score the chunk, then one step on its loss
+    ttt_chunk_by_len: str = ""  # "LEN:CHUNK,..." chunk by document length (PR #2014: 8/24/48); reads the doc's length, fails pgolf check C1
+    ttt_phase_docs: str = ""  # global SGD phases after these document counts, e.g. "2500" (PR #2135) or "834,1667,2500"
+    ttt_global_lr: float = 0.005  # global phase SGD LR (cosine to 0 over the phase's one epoch)
+    ttt_global_momentum: float = 0.9  # global phase SGD momentum
+    ttt_global_chunk_tokens: int = 32_768  # tokens per global phase SGD step (all ranks)
+    ttt_global_epochs: int = 1  # passes over the scored documents per global phase
+    tilt_order: int = 0  # causal token n-gram tilt: longest context order (0 = off; PR #2135: 16)
+    tilt_min_order: int = 1  # shortest context order the tilt backs off to
+    tilt_threshold: float = 0.8  # tilt only when the hint's share of the context's continuations >= this
+    tilt_boost: float = 2.625  # log-boost beta of the hinted token before renormalising
+    time_budget_s: float = 0.0  # evaluation wall-clock budget (0 = none; 600 on GPU presets)
+    over_budget_ok: bool = False  # run a plan predicted over the budget (research mode, marked in the log)
 
 
 @dataclass
@@ -140,6 +168,8 @@ class QuantConfig:
     target_bytes: int = 0  # artifact + code target of cap fitting (0 = size_cap_bytes - pgolf.quant.capfit.CAP_MARGIN_BYTES)
     prune_max_frac: float = 0.05  # cap fitting may zero at most this fraction of the quantized weights (+-1 codes)
     transform: str = "auto"  # coding transforms: auto (measure) | none | shuffle | bitpack | transpose | reorder
+    codec_probe_bytes: int = 1 << 20  # auto codec: streams longer than this choose on a sample of this size, then compress once (0 = always try all)
+    codec_time_budget_s: float = 0.0  # auto codec on sampled streams: predicted compression seconds allowed in all (0 = no bound)
 
 
 @dataclass
@@ -382,6 +412,12 @@ RANGES: dict[str, Range] = {
     "train.grad_clip_norm": Range(0, 1e6), "train.ema_decay": _UNIT_OPEN_TOP, "train.checkpoint_every": Range(0, _BIG),
     "eval.val_batch_size": Range(1, 2**31), "eval.eval_seq_len": Range(0, 2**20), "eval.stride": Range(0, 2**20),
     "eval.batch_seqs": Range(1, 65_536), "eval.val_max_tokens": Range(0, _BIG),
+    "eval.context": Range(0, 2**20), "eval.doc_batch": Range(1, 65_536), "eval.ttt_rank": Range(1, 4096),
+    "eval.ttt_alpha": Range(0, 1e6, lo_open=True), "eval.ttt_lr": _LR, "eval.ttt_beta2": _UNIT_OPEN_TOP,
+    "eval.ttt_weight_decay": Range(0, 1000), "eval.ttt_chunk": Range(1, 2**20), "eval.ttt_global_lr": _LR,
+    "eval.ttt_global_momentum": _UNIT_OPEN_TOP, "eval.ttt_global_chunk_tokens": Range(1, 2**31),
+    "eval.ttt_global_epochs": Range(1, 100), "eval.tilt_order": Range(0, 64), "eval.tilt_min_order": Range(1, 64),
+    "eval.tilt_threshold": Range(0, 1, lo_open=True), "eval.tilt_boost": Range(0, 50), "eval.time_budget_s": Range(0, 86_400),
     "quant.keep_float_max_numel": Range(0, _BIG), "quant.size_cap_bytes": Range(1, _BIG),
     "quant.attn_bits": Range(2, 16), "quant.mlp_bits": Range(2, 16), "quant.embed_bits": Range(2, 16),
     "quant.hash_bits": Range(2, 16), "quant.attn_clip_sigmas": Range(0, 100, lo_open=True),
@@ -390,6 +426,7 @@ RANGES: dict[str, Range] = {
     "quant.gptq_block_size": Range(1, 65_536), "quant.gptq_damp": Range(0, 10, lo_open=True),
     "quant.gptq_time_budget_s": Range(0, 86_400), "quant.lqer_rank": Range(0, 4096), "quant.lqer_top_k": Range(0, 100_000),
     "quant.target_bytes": Range(0, _BIG), "quant.prune_max_frac": _UNIT,
+    "quant.codec_probe_bytes": Range(0, _BIG), "quant.codec_time_budget_s": Range(0, 86_400),
 }
 
 
@@ -432,6 +469,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"model.activation={m.activation!r}: expected relu2 or leaky_relu2")
     if m.attn_gate not in ("none", "dense", "sparse"):
         raise ConfigError(f"model.attn_gate={m.attn_gate!r}: expected none, dense or sparse")
+    if m.attn_kernel not in ("auto", "fa3", "fa2", "flex", "sdpa", "dense"):
+        raise ConfigError(f"model.attn_kernel={m.attn_kernel!r}: expected auto, fa3, fa2, flex, sdpa or dense")
     if m.recur_loops < 1:
         raise ConfigError("model.recur_loops must be >= 1")
     recur = parse_layer_spec(m.recur_layers, m.num_layers, "model.recur_layers")
@@ -445,6 +484,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("model.bigram_buckets must be 0 (off) or >= 2")
     if t.train_seq_len <= 0 or t.train_batch_tokens <= 0:
         raise ConfigError("train.train_seq_len and train.train_batch_tokens must be positive")
+    validate_eval(cfg.eval)
     q = cfg.quant
     if q.compressor not in ("zlib", "zstd", "brotli", "lzma", "auto"):
         raise ConfigError(f"quant.compressor={q.compressor!r}: expected zlib|zstd|brotli|lzma|auto")
@@ -461,6 +501,45 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("quant.gptq_block_size, gptq_damp, gptq_calib_batches must be > 0, gptq_time_budget_s >= 0")
     if min(q.lqer_rank, q.lqer_top_k, q.keep_float_max_numel) < 0 or q.size_cap_bytes <= 0:
         raise ConfigError("quant.lqer_rank, lqer_top_k, keep_float_max_numel must be >= 0, size_cap_bytes > 0")
+
+
+TTT_TARGETS = ("q", "k", "v", "o", "mlp", "head")
+
+
+def validate_eval(e: EvalConfig) -> None:
+    """The evaluation options that are strings or must agree with each other."""
+    targets = [x.strip() for x in e.ttt_targets.split(",") if x.strip()]
+    if e.ttt and (not targets or any(x not in TTT_TARGETS for x in targets)):
+        raise ConfigError(f"eval.ttt_targets={e.ttt_targets!r}: expected a comma list of {','.join(TTT_TARGETS)}")
+    parse_chunk_by_len(e.ttt_chunk_by_len)
+    parse_phase_docs(e.ttt_phase_docs)
+    if e.tilt_order and e.tilt_min_order > e.tilt_order:
+        raise ConfigError(f"eval.tilt_min_order={e.tilt_min_order} must be <= eval.tilt_order={e.tilt_order}")
+
+
+def parse_chunk_by_len(spec: str) -> list[tuple[int, int]]:
+    """'256:8,1024:24' -> [(256, 8), (1024, 24)]: documents of at most LEN targets use CHUNK."""
+    out = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        try:
+            a, b = (int(v) for v in part.split(":"))
+        except ValueError:
+            raise ConfigError(f"eval.ttt_chunk_by_len={spec!r}: expected LEN:CHUNK pairs like '256:8,1024:24'") from None
+        if a <= 0 or b <= 0:
+            raise ConfigError(f"eval.ttt_chunk_by_len={spec!r}: lengths and chunks must be positive")
+        out.append((a, b))
+    return sorted(out)
+
+
+def parse_phase_docs(spec: str) -> list[int]:
+    """'834,1667,2500' -> [834, 1667, 2500] (strictly increasing document counts)."""
+    try:
+        out = [int(p) for p in spec.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"eval.ttt_phase_docs={spec!r}: expected document counts like '2500' or '834,1667'") from None
+    if any(b <= a for a, b in zip([0] + out, out)):
+        raise ConfigError(f"eval.ttt_phase_docs={spec!r}: counts must be positive and increasing")
+    return out
 
 
 def parse_layer_spec(spec: str, num_layers: int, option: str = "layers") -> list[int]:

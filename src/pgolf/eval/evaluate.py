@@ -19,6 +19,7 @@ from pgolf.core.errors import UsageError
 from pgolf.core.runlog import RunLog
 from pgolf.core.runtime import autocast_for, init_runtime, shutdown
 from pgolf.data.source import load_val_data, resolve_data
+from pgolf.eval.docscore import eval_kind, evaluate_documents, uses_documents
 from pgolf.eval.scoring import evaluate
 from pgolf.model.gpt import GPT
 from pgolf.model.inventory import param_shapes
@@ -88,6 +89,31 @@ def check_shapes(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, 
     raise WeightsMismatchError(f"{source}: weights do not match this model config ({detail})")
 
 
+def run_documents(cfg: RunConfig, model, val, rt, log) -> dict:
+    """The configured document evaluation (windows per document, TTT, global phases, tilt) with
+    its budget, time split and score logged."""
+    kind = eval_kind(cfg.eval)
+    res = evaluate_documents(model, val.tokens, val.tables, cfg.eval, cfg.train.train_seq_len, cfg.model.bos_id,
+                             rank=rt.rank, world_size=rt.world_size, device=rt.device,
+                             autocast=autocast_for(rt.device), progress=rt.master, log=log)
+    log(eval_line(kind, cfg, res))
+    out = {"val_loss": res.score.val_loss, "val_bpb": res.score.val_bpb, "tokens": res.score.tokens,
+           "bytes": res.score.bytes, "seconds": res.seconds, "predicted_s": res.predicted_s,
+           "over_budget": res.over_budget, "tilted": res.tilted}
+    return out
+
+
+def eval_line(kind: str, cfg: RunConfig, res) -> str:
+    """`eval:ttt+global+tilt val_loss:… val_bpb:… eval_time:…ms scoring:… ttt:… global:… tilt:…`."""
+    s, e = res.seconds, cfg.eval
+    flag = " over_budget:RESEARCH" if res.over_budget or (e.over_budget_ok and res.predicted_s > e.time_budget_s > 0) else ""
+    return (f"eval:{kind} context:{e.context or e.eval_seq_len or cfg.train.train_seq_len} val_loss:{res.score.val_loss:.8f} "
+            f"val_bpb:{res.score.val_bpb:.8f} tokens:{res.score.tokens} val_bytes:{res.score.bytes} "
+            f"eval_time:{1000 * s['total']:.0f}ms scoring:{1000 * s['scoring']:.0f}ms ttt:{1000 * s['ttt']:.0f}ms "
+            f"global:{1000 * s['global']:.0f}ms tilt:{1000 * s['tilt']:.0f}ms predicted:{1000 * res.predicted_s:.0f}ms "
+            f"budget:{e.time_budget_s:g}s tilted:{res.tilted}{flag}")
+
+
 def run_eval(cfg: RunConfig, path: Path, kind: str = "auto") -> dict:
     """Score weights non-overlapping (official) and, when eval.stride > 0, sliding-window."""
     if not path.is_file():
@@ -109,6 +135,8 @@ def run_eval(cfg: RunConfig, path: Path, kind: str = "auto") -> dict:
     results = {}
     window = cfg.eval.eval_seq_len or cfg.train.train_seq_len
     runs = [("nonoverlap", cfg.train.train_seq_len, 0)] + ([("sliding", window, cfg.eval.stride)] if cfg.eval.stride else [])
+    if uses_documents(cfg.eval):
+        results[eval_kind(cfg.eval)] = run_documents(cfg, model, val, rt, log)
     for name, win, stride in runs:
         t0 = time.perf_counter()
         score = evaluate(model, val.tokens, val.tables, window=win, stride=stride, batch_seqs=cfg.eval.batch_seqs,

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from pgolf.core.config import ModelConfig, parse_layer_spec
 from pgolf.core.roles import CONTROL, EMBED, HEAD, MATRIX_ATTN, MATRIX_MLP, TABLE, Role, declare, param
+from pgolf.model.attention import AttnInputs, attend, attention_inputs, resolve_kernel
 
 
 def rms_norm(x: Tensor) -> Tensor:
@@ -45,6 +46,14 @@ def rotary_tables(seq_len: int, rot_dims: int, base: float, device, dtype) -> tu
     return freqs.cos()[None, None].to(dtype), freqs.sin()[None, None].to(dtype)
 
 
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype matmuls run in: autocast's (bf16 on GPU) when it is on, else x's (fp32 on CPU)."""
+    kind = x.device.type
+    if kind not in ("cpu", "cuda"):  # e.g. meta: autocast has no state for it
+        return x.dtype
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+
+
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate the first 2*cos.size(-1) dims of x (half-split pairing, official); rest unchanged."""
     rot = 2 * cos.size(-1)
@@ -53,20 +62,6 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     x1, x2 = xr[..., :half], xr[..., half:]
     out = torch.cat((x1 * cos + x2 * sin, x1 * (-sin) + x2 * cos), dim=-1)
     return out if xp is None else torch.cat((out, xp), dim=-1)
-
-
-def document_ids(ids: Tensor, bos_id: int) -> Tensor:
-    """(B, T) running document index: increments at every BOS (BOS opens its document)."""
-    return torch.cumsum((ids == bos_id).to(torch.int32), dim=1)
-
-
-def document_mask(ids: Tensor, bos_id: int) -> Tensor:
-    """(B, 1, T, T) boolean mask: causal and within the same document."""
-    doc = document_ids(ids, bos_id)
-    T = ids.size(1)
-    causal = torch.ones(T, T, dtype=torch.bool, device=ids.device).tril()
-    same = doc[:, :, None] == doc[:, None, :]
-    return (same & causal)[:, None]
 
 
 def previous_tokens(ids: Tensor, bos_id: int) -> tuple[Tensor, Tensor]:
@@ -86,9 +81,9 @@ def previous_tokens(ids: Tensor, bos_id: int) -> tuple[Tensor, Tensor]:
 class Context:
     """Per-forward tensors shared by all blocks."""
 
-    cos: Tensor | None
+    cos: Tensor | None  # (1, 1, T, rot/2) in the compute dtype
     sin: Tensor | None
-    mask: Tensor | None  # None -> plain causal
+    attn: AttnInputs  # the attention kernel and its mask / cu_seqlens / block mask
     x0: Tensor  # the normalised input embedding (residual-mix target)
     ids: Tensor
     v_first: Tensor | None = None  # first layer's values, for value residual
@@ -157,13 +152,13 @@ class Attention(nn.Module):
         k = self.c_k(x).reshape(B, T, self.hk, self.dh).transpose(1, 2)  # (B, Hk, T, Dh)
         v = self._values(x, ctx, ve)
         if self.qk_norm:
-            q, k = rms_norm(q), rms_norm(k)
+            # CUDA autocast runs rms_norm in fp32: back to the compute dtype, or q/k (and RoPE, and
+            # the saved activations) stay fp32 up to the kernel (issue 11). A no-op on CPU.
+            q, k = rms_norm(q).to(q.dtype), rms_norm(k).to(k.dtype)
         if ctx.cos is not None:
             q, k = apply_rotary(q, ctx.cos, ctx.sin), apply_rotary(k, ctx.cos, ctx.sin)
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=ctx.mask, is_causal=ctx.mask is None, enable_gqa=self.hk != self.h
-        )  # (B, H, T, Dh)
+        y = attend(q, k, v, ctx.attn)  # (B, H, T, Dh)
         if self.xsa:
             y = exclusive_self_attention(y, v)
         if self.gate_kind != "none":
@@ -183,7 +178,7 @@ def exclusive_self_attention(y: Tensor, v: Tensor) -> Tensor:
     B, H, T, Dh = y.shape
     groups = H // v.size(1)
     yg = y.reshape(B, v.size(1), groups, T, Dh)
-    vn = F.normalize(v, dim=-1)[:, :, None]  # (B, Hk, 1, T, Dh)
+    vn = F.normalize(v, dim=-1).to(y.dtype)[:, :, None]  # (B, Hk, 1, T, Dh); autocast's fp32 norm back to y's dtype
     yg = yg - (yg * vn).sum(-1, keepdim=True) * vn
     return yg.reshape(B, H, T, Dh)
 
@@ -375,9 +370,9 @@ class GPT(nn.Module):
     def _context(self, ids: Tensor, x0: Tensor) -> Context:
         cfg = self.cfg
         rot = cfg.rope_dims or (cfg.model_dim // cfg.num_heads)
-        cos, sin = rotary_tables(ids.size(1), rot, cfg.rope_base, ids.device, x0.dtype)
-        mask = document_mask(ids, cfg.bos_id) if cfg.doc_mask else None
-        return Context(cos, sin, mask, x0, ids)
+        cos, sin = rotary_tables(ids.size(1), rot, cfg.rope_base, ids.device, compute_dtype(x0))
+        kernel = resolve_kernel(cfg.attn_kernel, cfg.doc_mask, ids.device.type)
+        return Context(cos, sin, attention_inputs(ids, cfg.bos_id, cfg.doc_mask, kernel), x0, ids)
 
     def _skip_merge(self, x: Tensor, skip: Tensor, j: int) -> Tensor:
         w = self.skip_weights[j].to(x.dtype)[None, None]

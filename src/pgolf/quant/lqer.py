@@ -9,6 +9,9 @@ outputs. The singular values are split evenly between the factors (A = U sqrt(S)
 B = sqrt(S) V^T) and both factors are stored as per-row symmetric intN codes with fp16 scales
 (A transposed, so each of its k columns is one row with one scale). Only the `top_k` tensors whose
 error drops the most get a correction: it costs (out + in) * k codes per tensor.
+
+Device: with a Hessian diagonal the SVD runs on its device (the GPU after a GPU calibration,
+issue 11); the factors come back on the error's device, so the stored codes do not depend on it.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ LQER_COL_WEIGHT_FLOOR = 1e-6  # relative floor of sqrt(diag H) so dead inputs do
 
 
 def lqer_factors(err: Tensor, rank: int, h_diag: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Float factors (A: out x rank, B: rank x in) with A @ B ~ err, optionally activation-weighted."""
-    e = err.detach().double()
+    """Float factors (A: out x rank, B: rank x in) with A @ B ~ err, optionally activation-weighted,
+    computed on h_diag's device when given."""
+    home = err.device
+    e = err.detach().double().to(h_diag.device if h_diag is not None else home)
     w = None
     if h_diag is not None:
         w = h_diag.double().clamp_min(0).sqrt()
@@ -36,7 +41,7 @@ def lqer_factors(err: Tensor, rank: int, h_diag: Tensor | None = None) -> tuple[
     a, b = u[:, :k] * root[None, :], root[:, None] * vh[:k]
     if w is not None:
         b = b / w[None, :]
-    return a.float(), b.float()
+    return a.float().to(home), b.float().to(home)
 
 
 def quantize_factors(a: Tensor, b: Tensor, bits: int = LQER_FACTOR_BITS) -> dict[str, Tensor]:
@@ -56,7 +61,7 @@ def lqer_correction(parts: dict[str, Tensor]) -> Tensor:
 def weighted_error(err: Tensor, h_diag: Tensor | None) -> float:
     """Squared error, each input column weighted by its activation energy diag(H) when known."""
     e2 = err.double() ** 2
-    return float((e2 * h_diag.double()[None, :]).sum() if h_diag is not None else e2.sum())
+    return float((e2 * h_diag.double().to(e2.device)[None, :]).sum() if h_diag is not None else e2.sum())
 
 
 def lqer_candidate(w: Tensor, w_hat: Tensor, rank: int, h_diag: Tensor | None = None,

@@ -4,7 +4,13 @@ back to a float state dict.
 The int8 scheme is written as one stream with one codec. The mixed scheme has one stream of codes
 per tensor group (embed, attn, mlp; tensors ordered by role, then layer, as PR #1855's per-group
 path), one of fp16 values (scales, passthrough tensors) and one for the rest. With
-`quant.compressor` auto every codec is measured per stream and the smallest kept; with
+`quant.compressor` auto every codec is measured per stream and the smallest kept: on the whole
+stream when it is at most `quant.codec_probe_bytes` long (the CPU proxies' streams), else on a
+sample of that many bytes (CODEC_PROBE_CHUNKS pieces spread over the stream), after which the
+stream is compressed once with the winner (issue 11: trying brotli-11, lzma-9e, zstd-22 and
+zlib on the frontier's ~36 MB took minutes). With `quant.codec_time_budget_s` > 0 a sampled
+stream takes the smallest candidate whose predicted time (sample time scaled to the stream) fits
+its share of that budget, else the fastest; the choice then depends on the machine's speed. With
 `quant.transform` auto each code group is stored row- or column-major (whichever a zstd probe
 finds smaller) and the fp16 stream byte-shuffled if that is smaller. `bitpack` and `reorder`
 (greedy row similarity order) are explicit choices: measured, they did not win on trained
@@ -24,14 +30,17 @@ from torch import Tensor
 
 from pgolf.core.config import QuantConfig
 from pgolf.core.errors import PgolfError
+from pgolf.quant.codecs import compress
 from pgolf.quant.container import AUTO_CODECS, ArtifactError, Stream, StreamReport, encode_stream, read_artifact, write_artifact_report
 from pgolf.quant.schemes import QuantizedState, dequantize
-from pgolf.quant.transforms import apply_layout, greedy_row_order, invert_layout, invert_row_order
+from pgolf.quant.transforms import (apply_byte_transform, apply_layout, bitpack_fits, greedy_row_order, invert_layout,
+                                    invert_row_order)
 
 ARTIFACT_QUANT_FORMAT = "pgolf-quant-v1"
 CODE_GROUPS = ("embed", "attn", "mlp")  # one code stream each, in this order
 LAYOUT_PROBE_BYTES = 1 << 20  # rows-vs-cols is decided on this many bytes of a code group...
 LAYOUT_PROBE_CODEC = "zstd"  # ...compressed with this codec
+CODEC_PROBE_CHUNKS = 4  # a sampled stream's probe: this many equal pieces, evenly spaced
 
 
 class SizeCapError(PgolfError, ValueError):
@@ -43,10 +52,11 @@ class PackResult:
     path: Path
     bytes: int
     codec: str  # the codec used ("a+b" when streams differ)
-    codec_sizes: dict[str, int]  # artifact size had every stream used this codec (measured)
+    codec_sizes: dict[str, int]  # artifact size had every stream used this codec (sampled streams: predicted)
     payload_bytes: int  # uncompressed stored arrays
     streams: list[StreamReport] = field(default_factory=list)
     seconds: float = 0.0
+    sampled: list[str] = field(default_factory=list)  # streams whose codec was chosen on a sample
 
 
 def role_key(name: str) -> tuple[str, int]:
@@ -136,6 +146,75 @@ def _codec_totals(size: int, reports: list[StreamReport]) -> dict[str, int]:
     return totals
 
 
+def stream_bytes(arrays: dict[str, np.ndarray], names: list[str]) -> bytes:
+    """A stream's raw bytes, laid out as the container stores them (C order, little-endian)."""
+    return b"".join(np.ascontiguousarray(arrays[n]).astype(arrays[n].dtype.newbyteorder("<"), copy=False).tobytes()
+                    for n in names)
+
+
+def probe_sample(raw: bytes, size: int, chunks: int = CODEC_PROBE_CHUNKS) -> bytes:
+    """`size` bytes of `raw` as `chunks` equal pieces starting evenly across it."""
+    piece = size // chunks
+    step = (len(raw) - piece) / max(chunks - 1, 1)
+    return b"".join(raw[int(i * step) : int(i * step) + piece] for i in range(chunks))
+
+
+@dataclass
+class CodecProbe:
+    """What one candidate (transform, codec) does to a sample, scaled to the whole stream."""
+
+    transform: str
+    codec: str
+    predicted_bytes: float
+    predicted_seconds: float
+
+
+def probe_codecs(raw: bytes, transforms: tuple[str, ...], size: int) -> list[CodecProbe]:
+    """Compress a sample of `size` bytes with every (transform, codec); sizes and seconds scaled
+    by len(raw) / len(sample)."""
+    sample = probe_sample(raw, size)
+    scale = len(raw) / max(len(sample), 1)
+    out = []
+    for tname in transforms:
+        if tname.startswith("bitpack") and not bitpack_fits(raw, int(tname[7:])):
+            continue
+        mid = apply_byte_transform(sample, tname)
+        for codec in AUTO_CODECS:
+            t0 = time.perf_counter()
+            n = len(compress(mid, codec))
+            out.append(CodecProbe(tname, codec, n * scale, (time.perf_counter() - t0) * scale))
+    return out
+
+
+def pick_codec(probes: list[CodecProbe], budget_s: float) -> CodecProbe:
+    """The smallest predicted output (first candidate on ties) whose predicted time fits `budget_s`
+    (0 = any), else the fastest."""
+    fits = [p for p in probes if budget_s <= 0 or p.predicted_seconds <= budget_s]
+    if not fits:
+        return min(probes, key=lambda p: p.predicted_seconds)
+    return min(fits, key=lambda p: p.predicted_bytes)
+
+
+def sample_auto_streams(arrays: dict[str, np.ndarray], streams: list[Stream], qcfg: QuantConfig
+                        ) -> tuple[list[Stream], dict[str, dict[str, int]]]:
+    """Fix the codec (and transform) of every `auto` stream longer than quant.codec_probe_bytes
+    from a sample; returns the streams and, per sampled stream, the predicted bytes per candidate."""
+    limit = qcfg.codec_probe_bytes
+    raws = {s.label: stream_bytes(arrays, s.names) for s in streams if s.codec == "auto" and limit > 0}
+    big = {label: raw for label, raw in raws.items() if len(raw) > limit}
+    total = sum(len(r) for r in big.values())
+    out, predicted = [], {}
+    for st in streams:
+        if st.label not in big:
+            out.append(st)
+            continue
+        probes = probe_codecs(big[st.label], tuple(st.transforms), limit)
+        best = pick_codec(probes, qcfg.codec_time_budget_s * len(big[st.label]) / total)
+        predicted[st.label] = {f"{p.transform}+{p.codec}": int(p.predicted_bytes) for p in probes}
+        out.append(Stream(best.codec, st.names, (best.transform,), st.label))
+    return out, predicted
+
+
 def check_cap(path: Path, artifact_bytes: int, code_bytes: int, cap: int) -> None:
     """Refuse an over-cap artifact: rename it to *.over_cap and raise SizeCapError saying by how much."""
     total = artifact_bytes + code_bytes
@@ -150,7 +229,8 @@ def check_cap(path: Path, artifact_bytes: int, code_bytes: int, cap: int) -> Non
 def pack(qs: QuantizedState, model_cfg: dict, qcfg: QuantConfig, path: str | Path,
          code_bytes: int | None = None) -> PackResult:
     """Write a QuantizedState + model config as one artifact; `auto` picks the smallest codec
-    (and, for the mixed scheme, transform and layout) per stream by measuring all. With
+    (and, for the mixed scheme, transform and layout) per stream by measuring all (on a sample
+    for streams over quant.codec_probe_bytes). With
     `code_bytes` given, an artifact whose total exceeds quant.size_cap_bytes is refused
     (SizeCapError; the file is renamed *.over_cap)."""
     t0 = time.perf_counter()
@@ -159,14 +239,17 @@ def pack(qs: QuantizedState, model_cfg: dict, qcfg: QuantConfig, path: str | Pat
         streams = [Stream(qcfg.compressor, sorted(arrays), ("none",), "all")]
     else:
         arrays, entries, streams, _ = mixed_streams(qs, qcfg)
+    streams, predicted = sample_auto_streams(arrays, streams, qcfg)
     meta = {"format": ARTIFACT_QUANT_FORMAT, "model": model_cfg, "scheme": qcfg.scheme, "entries": entries}
     size, reports = write_artifact_report(path, arrays, meta, streams)
     if code_bytes is not None:
         check_cap(Path(path), size, code_bytes, qcfg.size_cap_bytes)
+    for r in reports:  # a sampled stream's other candidates: predicted sizes
+        r.trials = {**predicted.get(r.label, {}), **r.trials}
     codecs = sorted({r.codec for r in reports if r.raw})
     sizes = _codec_totals(size, reports) or {"+".join(codecs): size}
     return PackResult(Path(path), size, "+".join(codecs) or qcfg.compressor, sizes, qs.payload_bytes(), reports,
-                      time.perf_counter() - t0)
+                      time.perf_counter() - t0, sorted(predicted))
 
 
 def restore_layouts(arrays: dict[str, np.ndarray], entries: dict[str, dict]) -> dict[str, np.ndarray]:

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pgolf.core.config import RunConfig
 from pgolf.model.gpt import layer_schedule
 from pgolf.model.inventory import flops_per_token, params_by_group, quant_layout
+from pgolf.model.memory import GIB, estimate_train_memory
 from pgolf.quant.capfit import cap_target_bytes
 from pgolf.quant.plan import format_table, predict_table
 from pgolf.submit.export import exported_code_bytes
@@ -27,6 +28,7 @@ def describe(cfg: RunConfig) -> str:
         f"preset:{cfg.preset} model_params:{total} " + " ".join(f"params_{k}:{v}" for k, v in groups.items()),
         f"layer_applications:{len(layer_schedule(m, True))} flops_per_token_fwd:{fl.per_token_forward:.4g} "
         f"flops_per_token_train:{fl.per_token_train:.4g} seq_len:{cfg.train.train_seq_len}",
+        memory_line(cfg),
         f"predicted_artifact_bytes:{pred} code_bytes:{code} predicted_total_bytes:{pred + code} scheme:{q.scheme} "
         f"compressor:{q.compressor} size_cap_bytes:{q.size_cap_bytes} fits:{pred + code <= q.size_cap_bytes}",
         cap_fit_plan(pred, code, groups, q),
@@ -34,6 +36,24 @@ def describe(cfg: RunConfig) -> str:
         format_table(table),
     ]
     return "\n".join(lines)
+
+
+DRY_RUN_WORLD = 8  # the record's GPU count: the micro-batch per GPU is the 8xH100 one
+
+
+def memory_line(cfg: RunConfig) -> str:
+    """Training memory per GPU at the preset's micro-batch on 8 GPUs (bf16 autocast, fp32 state),
+    traced on fake tensors as the GPU run computes: compiled unless compile is off."""
+    t = cfg.train
+    accum = t.grad_accum_steps or 8 // DRY_RUN_WORLD
+    seqs = max(t.train_batch_tokens // (DRY_RUN_WORLD * accum * t.train_seq_len), 1)
+    compiled = cfg.compile != "off"
+    est = estimate_train_memory(cfg.model, seqs, t.train_seq_len, world_size=DRY_RUN_WORLD,
+                                ema=t.ema_decay > 0, recur_active=bool(cfg.model.recur_layers), compiled=compiled)
+    gib = lambda b: f"{b / GIB:.2f}"  # noqa: E731
+    return (f"memory_per_gpu_gib:{est.total_gib:.2f} micro_batch:{seqs}x{t.train_seq_len} "
+            f"mode:{'compiled' if compiled else 'eager'} params:{gib(est.params)} optimizer:{gib(est.optimizer)} "
+            f"ema:{gib(est.ema)} ddp_buckets:{gib(est.ddp)} fwd_bwd_peak:{gib(est.fwd_bwd)}")
 
 
 CLIP_STEP = 0.5  # SDClip k step of the lever report

@@ -27,8 +27,9 @@ AUTHOR_ENV, GITHUB_ENV = "PGOLF_AUTHOR", "PGOLF_GITHUB_ID"
 
 
 def final_scores(summary: Summary) -> dict:
-    """The score a run reports: sliding-window if evaluated, else the non-overlapping roundtrip."""
-    return summary.sliding or summary.roundtrip
+    """The score a run reports: the configured document evaluation (TTT, tilt) if it ran, else
+    sliding-window if evaluated, else the non-overlapping roundtrip."""
+    return summary.documents or summary.sliding or summary.roundtrip
 
 
 def readable_run_name(cfg: RunConfig) -> str:

@@ -142,7 +142,7 @@ class RunResult:
 
     def final(self) -> dict:
         """The score the run reports: sliding-window if evaluated, else the non-overlapping roundtrip."""
-        return self.summary.get("sliding") or self.summary.get("roundtrip") or {}
+        return self.summary.get("documents") or self.summary.get("sliding") or self.summary.get("roundtrip") or {}
 
     def eval_seconds(self) -> float:
         return float(sum((self.summary.get("eval_seconds") or {}).values()))

@@ -5,14 +5,16 @@ Same as the official script: grad_accum = 8 // world_size micro-steps per optimi
 result does not depend on the GPU count; the training clock excludes validation; when the clock
 passes MAX_WALLCLOCK_SECONDS the run stops after that step; the LR warmdown is time-based under
 a cap. Warm-up steps prime compilation and are then undone (model, optimizers and data reset)
-"so we aren't cheating" (modded-nanogpt).
+"so we aren't cheating" (modded-nanogpt); they compile every graph the run needs (recurrence off
+and on: pgolf.train.compile). The timed loop does not read the device except at log steps
+(pgolf.train.hostsync): the loss stays on the device, the ranks agree on the clock only when a
+decision can change, the EMA is foreach ops, Muon is batched and sharded (pgolf.train.optim).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import random
 import time
@@ -30,16 +32,20 @@ from pgolf.core.config import ConfigError, RunConfig, config_to_dict, validate
 from pgolf.core.errors import PgolfError
 from pgolf.core.progress import is_tty
 from pgolf.core.runlog import RunLog
-from pgolf.core.runtime import Runtime, autocast_for, broadcast_flag, init_runtime, sync_device
+from pgolf.core.runtime import Runtime, autocast_for, init_runtime, sync_device
 from pgolf.data.loader import DistributedTokenLoader, StreamPosition
 from pgolf.data.source import ValData, load_val_data, resolve_data
 from pgolf.eval.scoring import Score, evaluate
+from pgolf.model.attention import attention_log_line
+from pgolf.model.fp8 import enable_fp8
 from pgolf.model.gpt import GPT
 from pgolf.model.weights import load_matching
 from pgolf.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pgolf.train.eta import log_plan
 from pgolf.train.rundir import RunFolder, atomic_write_text, check_writable, discard_failed_setup, open_run_folder
-from pgolf.train.optim import build_optimizers
+from pgolf.train.compile import compile_enabled, compile_model, compile_note, compiled_graphs
+from pgolf.train.hostsync import ClockSync, LossMonitor, check_due
+from pgolf.train.optim import Muon, build_optimizers, clip_grad_norm, split_params
 from pgolf.train.schedules import lr_multiplier, muon_momentum_at, set_schedules, training_cap_ms
 
 
@@ -79,6 +85,7 @@ class Session:
     ema_steps: int = 0  # updates folded into the EMA
     folder: RunFolder | None = None  # the locked run folder (rank 0)
     last_checkpoint: tuple[Path, int] | None = None  # (path, step) of the newest finite checkpoint
+    clock: ClockSync | None = None  # the training clock the ranks agree on (set by train_loop)
 
 
 def seed_everything(seed: int) -> None:
@@ -103,12 +110,15 @@ def build_model(cfg: RunConfig, device: torch.device) -> GPT:
 
 
 def wrap_model(base: GPT, cfg: RunConfig, rt: Runtime) -> nn.Module:
-    model: nn.Module = base
-    if cfg.compile == "on" or (cfg.compile == "auto" and rt.device.type == "cuda"):
-        model = torch.compile(base, dynamic=False)
+    """Compiled (pgolf.train.compile) and, under torch.distributed, DDP-wrapped for every
+    parameter except Muon's: sharded Muon reduce-scatters those itself (pgolf.train.optim)."""
+    model: nn.Module = compile_model(base, cfg) if compile_enabled(cfg, rt.device) else base
     if rt.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        muon = {id(p) for p in split_params(base)["muon"]}
+        ignore = [n for n, p in model.named_parameters() if id(p) in muon]
+        DDP._set_params_and_buffers_to_ignore_for_model(model, ignore)
         ids = [rt.local_rank] if rt.device.type == "cuda" else None
         model = DDP(model, device_ids=ids, broadcast_buffers=False)
     return model
@@ -168,6 +178,8 @@ def _setup_session(cfg: RunConfig, rt: Runtime, run_dir: Path, log: RunLog, fold
     data = resolve_data(cfg, log, fetch_data)
     val = load_val_data(cfg, data)
     base = build_model(cfg, rt.device)
+    if cfg.model.fp8:  # before compile/DDP and the optimizers (same Parameters either way)
+        log(enable_fp8(base, rt.device))
     model = wrap_model(base, cfg, rt)
     opts = build_optimizers(base, cfg.train, cfg.model.tie_embeddings)
     accum = grad_accum_steps(cfg, rt.world_size)
@@ -188,6 +200,8 @@ def _log_setup(s: Session, data) -> None:
     s.log(f"model_params:{sum(p.numel() for p in s.base.parameters())}")
     s.log(f"world_size:{s.rt.world_size} grad_accum_steps:{s.grad_accum} device:{s.rt.device.type}")
     s.log(f"attention_mode:gqa num_heads:{m.num_heads} num_kv_heads:{m.num_kv_heads}")
+    s.log(attention_log_line(m.attn_kernel, m.doc_mask, s.rt.device.type))
+    s.log(compile_note(c, s.rt.device))
     t = c.train
     s.log(f"train_batch_tokens:{t.train_batch_tokens} train_seq_len:{t.train_seq_len} iterations:{t.iterations} "
           f"warmup_steps:{t.warmup_steps} max_wallclock_seconds:{t.max_wallclock_seconds:.3f}")
@@ -199,8 +213,9 @@ def forward_loss(s: Session, x: Tensor, y: Tensor) -> Tensor:
         return s.model(x, y)
 
 
-def train_step(s: Session, st: TrainState, lr_mul: float) -> float:
-    """One optimizer step over grad_accum micro-batches; returns the mean train loss."""
+def train_step(s: Session, st: TrainState, lr_mul: float) -> Tensor:
+    """One optimizer step over grad_accum micro-batches; returns this rank's mean train loss as a
+    device scalar (read on the host only at log steps: pgolf.train.hostsync)."""
     for opt in s.optimizers:
         opt.zero_grad(set_to_none=True)
     total = torch.zeros((), device=s.rt.device)
@@ -214,37 +229,55 @@ def train_step(s: Session, st: TrainState, lr_mul: float) -> float:
         total += loss.detach()
     set_schedules(s.optimizers, lr_mul, muon_momentum_at(st.step, t))
     if t.grad_clip_norm > 0:
-        torch.nn.utils.clip_grad_norm_(s.base.parameters(), t.grad_clip_norm)
+        clip_grad_norm(list(s.base.parameters()), s.optimizers, t.grad_clip_norm)
     for opt in s.optimizers:
         opt.step()
     for opt in s.optimizers:
         opt.zero_grad(set_to_none=True)
-    total /= s.grad_accum
-    if s.rt.distributed:  # log the global mean, so the number does not depend on the world size
-        dist.all_reduce(total, op=dist.ReduceOp.AVG)
-    return float(total.item())
+    return total / s.grad_accum
 
 
 def new_loader(s: Session, position: StreamPosition | None = None) -> DistributedTokenLoader:
     return DistributedTokenLoader(s.train_pattern, s.rt.rank, s.rt.world_size, s.rt.device, position)
 
 
-def warmup(s: Session) -> float | None:
-    """Run warmup_steps real steps to prime kernels/compilation, then restore the initial state.
-    Returns the seconds per step of the warm-up steps after the first (the pace the plan uses),
-    or None without warm-up."""
+def recurrence_later(s: Session) -> bool:
+    """Whether depth recurrence is configured and switches on after the first step."""
+    m = s.cfg.model
+    return bool(m.recur_layers) and m.recur_loops > 1 and m.recur_start_frac > 0
+
+
+def warmup_plan(s: Session) -> list[bool]:
+    """Recurrence flag of each warm-up step: with a compiled model whose recurrence switches on
+    during the run, the second half (at least one step) runs with it on, so both graphs are
+    compiled before the clock starts; otherwise all steps as the run starts."""
     n = s.cfg.train.warmup_steps
+    if n <= 0 or not (compile_enabled(s.cfg, s.rt.device) and recurrence_later(s)):
+        return [False] * max(n, 0)
+    n = max(n, 2)
+    return [i >= n // 2 for i in range(n)]
+
+
+def warmup(s: Session) -> float | None:
+    """Run warmup_steps real steps to prime kernels/compilation, then restore the initial state
+    exactly (weights, optimizer state, recurrence flag, data position). Returns the seconds per
+    step of the warm-up steps after the first (the pace the plan uses), or None without warm-up."""
+    plan = warmup_plan(s)
+    n = len(plan)
     if n <= 0:
         return None
     model0 = {k: v.detach().clone() for k, v in s.base.state_dict().items()}
     opts0 = [copy.deepcopy(o.state_dict()) for o in s.optimizers]
+    recur0 = s.base.recur_active
     stamps = []
-    for i in range(n):
+    for i, recur in enumerate(plan):
+        s.base.set_recurrence(recur or recur0)
         train_step(s, TrainState(), lr_mul=1.0)
         sync_device(s.rt)
         stamps.append(time.perf_counter())
         if n <= 20 or (i + 1) % 10 == 0 or i + 1 == n:
-            s.log(f"warmup_step:{i + 1}/{n}")
+            s.log(f"warmup_step:{i + 1}/{n}" + (" recurrence:on" if recur else ""))
+    s.base.set_recurrence(recur0)
     s.base.load_state_dict(model0, strict=True)
     for o, sd in zip(s.optimizers, opts0, strict=True):
         o.load_state_dict(sd)
@@ -290,22 +323,27 @@ def update_ema(s: Session) -> None:
             return
         s.ema_steps += 1
         d = ema_decay_at(decay, s.ema_steps)
-        for k, v in s.base.state_dict().items():
-            s.ema[k].mul_(d).add_(v.float(), alpha=1 - d)
+        state = s.base.state_dict()
+        ema = [s.ema[k] for k in state]
+        torch._foreach_mul_(ema, d)  # one fused kernel per dtype on GPU instead of 2 per tensor
+        torch._foreach_add_(ema, [v.float() for v in state.values()], alpha=1 - d)
 
 
 def maybe_switch_recurrence(s: Session, st: TrainState, elapsed_ms: float) -> None:
     """Depth recurrence switches on once the configured fraction of training has passed (by
-    step count, or by the training clock `elapsed_ms` when a cap is set)."""
+    step count, or under a cap by the training clock: this process's `elapsed_ms` on one
+    process, the clock the ranks last agreed on under torch.distributed). Every rank decides
+    alike without a collective here."""
     m, t = s.cfg.model, s.cfg.train
     if st.recur_active or not m.recur_layers or m.recur_loops <= 1:
         return
     cap_ms = training_cap_ms(t)
     if cap_ms:
-        frac = elapsed_ms / cap_ms
+        agreed = s.clock.agreed_ms if (s.rt.distributed and s.clock is not None) else elapsed_ms
+        frac = -1.0 if agreed is None else agreed / cap_ms
     else:
         frac = st.step / max(t.iterations, 1)
-    if broadcast_flag(s.rt, frac >= m.recur_start_frac):
+    if frac >= m.recur_start_frac:
         st.recur_active = True
         s.base.set_recurrence(True)
         s.log(f"recurrence:on step:{st.step} layers:{m.recur_layers} loops:{m.recur_loops}")
@@ -331,6 +369,9 @@ def write_checkpoint(s: Session, st: TrainState, elapsed_ms: float) -> None:
         s.log(f"checkpoint:skipped step:{st.step} non-finite weights; last finite checkpoint: {kept}")
         return
     path = checkpoint_path(s)
+    for opt in s.optimizers:  # sharded Muon: rank 0 must hold every rank's momentum (a collective)
+        if isinstance(opt, Muon):
+            opt.gather_momentum()
     if s.rt.master:
         extra = {"step": st.step, "training_time_ms": elapsed_ms, "recur_active": st.recur_active,
                  "stop_after_step": st.stop_after_step, "loader": [s.loader.stream.file_idx, s.loader.stream.pos],
@@ -386,25 +427,51 @@ def remaining_s(st: TrainState, t, elapsed_ms: float) -> float:
     return max(t.iterations - st.step, 0) * elapsed_ms / max(st.step, 1) / 1000.0
 
 
-def _after_step(s: Session, st: TrainState, t0: float) -> None:
-    """Train-loss logging, the wall-clock stop decision, checkpoints."""
+def read_loss(s: Session, st: TrainState, monitor: LossMonitor) -> None:
+    """Read the device loss record (one host sync); a non-finite loss stops the run."""
+    st.last_train_loss, bad = monitor.read(s.rt)
+    if bad is not None:
+        raise NonFiniteLossError(nan_advice(s, st, bad))
+
+
+def _after_step(s: Session, st: TrainState, t0: float, monitor: LossMonitor) -> None:
+    """Train-loss logging (the only host read of the loss), the wall-clock stop decision on the
+    agreed clock, checkpoints."""
     t = s.cfg.train
     approx_ms = st.training_time_ms + 1000.0 * (time.perf_counter() - t0)
-    if t.train_log_every > 0 and (st.step <= 10 or st.step % t.train_log_every == 0 or st.stop_after_step is not None):
+    logged = t.train_log_every > 0 and (st.step <= 10 or st.step % t.train_log_every == 0 or st.stop_after_step is not None)
+    if check_due(st.step, t.train_log_every, logged):
+        read_loss(s, st, monitor)
+    if logged:
         s.log(f"step:{st.step}/{t.iterations} train_loss:{st.last_train_loss:.4f} "
               f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / st.step:.2f}ms "
               f"remaining:{remaining_s(st, t, approx_ms):.0f}s")
+    checkpoint = t.checkpoint_every > 0 and st.step % t.checkpoint_every == 0
+    agreed = s.clock.agree(st.step, approx_ms, force=logged or checkpoint)
     cap_ms = training_cap_ms(t)
-    cap_hit = cap_ms is not None and approx_ms >= cap_ms
-    if st.stop_after_step is None and broadcast_flag(s.rt, cap_hit):
+    if st.stop_after_step is None and cap_ms is not None and agreed is not None and agreed >= cap_ms:
         st.stop_after_step = st.step
-    if t.checkpoint_every > 0 and st.step % t.checkpoint_every == 0:
+    if checkpoint:
         write_checkpoint(s, st, approx_ms)
+
+
+def clock_boundaries(s: Session, st: TrainState) -> list[float]:
+    """Training-clock values (ms) at which a decision changes: the cap, the recurrence start."""
+    cap_ms = training_cap_ms(s.cfg.train)
+    if cap_ms is None:
+        return []
+    out = [cap_ms]
+    if not st.recur_active and recurrence_later(s):
+        out.append(s.cfg.model.recur_start_frac * cap_ms)
+    return out
 
 
 def train_loop(s: Session, st: TrainState, progress=None) -> TrainState:
     """The official loop: validate on schedule (clock paused), step, stop at the cap."""
     t = s.cfg.train
+    monitor = LossMonitor(s.rt.device, st.step)
+    s.clock = ClockSync(s.rt, clock_boundaries(s, st), start=(st.step, st.training_time_ms), next_step=st.step)
+    graphs0 = compiled_graphs() if compile_enabled(s.cfg, s.rt.device) else None
     sync_device(s.rt)
     t0 = time.perf_counter()
     while True:
@@ -416,25 +483,36 @@ def train_loop(s: Session, st: TrainState, progress=None) -> TrainState:
             sync_device(s.rt)
             t0 = time.perf_counter()
         if last:
-            if st.stop_after_step is not None and st.step < t.iterations:
-                s.log(f"stopping_early: wallclock_cap train_time:{st.training_time_ms:.0f}ms step:{st.step}/{t.iterations}")
+            _loop_end(s, st, monitor, graphs0)
             return st
         elapsed = st.training_time_ms + 1000.0 * (time.perf_counter() - t0)
         maybe_switch_recurrence(s, st, elapsed)
-        st.last_train_loss = train_step(s, st, lr_multiplier(st.step, elapsed, t))
-        if not math.isfinite(st.last_train_loss):
-            raise NonFiniteLossError(nan_advice(s, st))
+        monitor.record(train_step(s, st, lr_multiplier(st.step, elapsed, t)))
         update_ema(s)
         st.step += 1
         if progress is not None:
             progress(st)
-        _after_step(s, st, t0)
+        _after_step(s, st, t0, monitor)
 
 
-def nan_advice(s: Session, st: TrainState) -> str:
+def _loop_end(s: Session, st: TrainState, monitor: LossMonitor, graphs0: int | None) -> None:
+    """Last read of the loss record, the early-stop line, and how many graphs were compiled
+    inside the timed loop (0 when the warm-up compiled them all)."""
+    t = s.cfg.train
+    if st.step > 0:
+        read_loss(s, st, monitor)
+    if st.stop_after_step is not None and st.step < t.iterations:
+        s.log(f"stopping_early: wallclock_cap train_time:{st.training_time_ms:.0f}ms step:{st.step}/{t.iterations}")
+    if graphs0 is not None:
+        s.log(f"compile:graphs_in_timed_loop:{compiled_graphs() - graphs0} mode:{t.compile_mode}")
+    if s.rt.distributed:
+        s.log(f"clock_exchanges:{s.clock.exchanges} steps:{st.step}")
+
+
+def nan_advice(s: Session, st: TrainState, bad_step: int) -> str:
     """What a NaN run can do next: resume from the last finite checkpoint with lower learning
     rates (a resume applies the new config's LRs), or rerun with lower ones."""
-    head = f"train_loss is {st.last_train_loss} at step {st.step + 1}"
+    head = f"train_loss is {st.last_train_loss} at step {bad_step}"
     if s.last_checkpoint is None:
         return f"{head}; no checkpoint was written (train.checkpoint_every=0): rerun with lower learning rates"
     path, step = s.last_checkpoint
