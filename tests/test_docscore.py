@@ -300,3 +300,21 @@ def test_pgolf_eval_runs_the_configured_document_evaluation(tmp_path, tiny_datas
     assert main(args + ["--set", "eval.time_budget_s=0.001", "--over-budget-ok"]) == 0
     out = capsys.readouterr().out
     assert "eval_plan:over_budget research mode" in out and "over_budget:RESEARCH" in out
+
+
+def test_a_run_over_the_eval_budget_keeps_its_artifact_and_summary(tiny_dataset, tmp_path, monkeypatch):
+    """Training is never lost to an evaluation plan refused at the end: logged, summary written."""
+    from conftest import tiny_config
+
+    from pgolf.submit.finalize import finalize
+    from pgolf.train.trainer import run_training
+
+    data, tok = tiny_dataset
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(data, tok, iterations=2)
+    cfg.eval.ttt, cfg.eval.ttt_rank, cfg.eval.context, cfg.eval.time_budget_s = True, 4, 32, 1e-6
+    s, st = run_training(cfg)
+    summary = finalize(s, st, code_bytes=0)
+    assert summary.roundtrip and not summary.documents
+    assert (s.run_dir / "summary.json").is_file()
+    assert "final_documents:refused" in s.log.path.read_text()

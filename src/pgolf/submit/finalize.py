@@ -24,6 +24,7 @@ from torch import Tensor
 from pgolf.core.config import QuantConfig, config_to_dict
 from pgolf.core.roles import quant_groups
 from pgolf.core.runtime import barrier, sync_device
+from pgolf.eval.docplan import EvalBudgetError
 from pgolf.eval.docscore import eval_kind, evaluate_documents, uses_documents
 from pgolf.eval.scoring import Score, evaluate
 from pgolf.quant.gptq import calibration_batches, collect_hessians
@@ -273,9 +274,14 @@ def score_documents(s: Session, summary: Summary) -> None:
     """The configured document evaluation of the roundtrip model (per-document windows, score-first
     TTT, global phases, n-gram tilt) under eval.time_budget_s; logged as final_<kind>_exact."""
     e = s.cfg.eval
-    res = evaluate_documents(s.base, s.val.tokens, s.val.tables, e, s.cfg.train.train_seq_len, s.cfg.model.bos_id,
-                             rank=s.rt.rank, world_size=s.rt.world_size, device=s.rt.device, autocast=s.autocast,
-                             progress=s.rt.master, log=s.log)
+    try:
+        res = evaluate_documents(s.base, s.val.tokens, s.val.tables, e, s.cfg.train.train_seq_len, s.cfg.model.bos_id,
+                                 rank=s.rt.rank, world_size=s.rt.world_size, device=s.rt.device, autocast=s.autocast,
+                                 progress=s.rt.master, log=s.log)
+    except EvalBudgetError as exc:  # the trained artifact and its scores so far are kept
+        s.log(f"final_documents:refused {exc}; the artifact is kept: score it with `pgolf eval ARTIFACT "
+              f"--over-budget-ok` (research) or a smaller plan")
+        return
     kind = eval_kind(e).replace("+", "_")
     sp = res.seconds
     s.log(f"final_{kind} val_loss:{res.score.val_loss:.4f} val_bpb:{res.score.val_bpb:.4f} "
