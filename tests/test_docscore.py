@@ -15,6 +15,7 @@ from pgolf.data.tokenizer import ByteTables
 from pgolf.eval.budget import check_budget, plan_cost
 from pgolf.eval.docplan import EvalBudgetError, resolve
 from pgolf.eval.docscore import evaluate_documents
+from pgolf.eval.legality import check_tables
 from pgolf.eval.documents import doc_windows, find_documents, per_target_bytes
 from pgolf.eval.tilt import ngram_hints, tilted_log_probs, tilted_nll
 from pgolf.model.gpt import GPT
@@ -45,14 +46,7 @@ def make_stream(n_docs: int = 10, seed: int = 1, lo: int = 3, hi: int = 70, lead
 
 
 def make_tables() -> ByteTables:
-    rng = np.random.default_rng(0)
-    base = rng.integers(1, 4, V).astype(np.int16)
-    base[BOS] = 0
-    space = rng.random(V) < 0.5
-    space[BOS] = False
-    boundary = np.zeros(V, dtype=bool)
-    boundary[BOS] = True
-    return ByteTables(base, space, boundary)
+    return check_tables(V)
 
 
 def ecfg(**kw) -> EvalConfig:

@@ -71,7 +71,6 @@ class Recorder:
         self.counts = torch.zeros(n, dtype=torch.int32, device=device)
         self.hints, self.beta = hints, beta
         self.events: list | None = [] if events else None
-        self.tilted = 0
 
     def hint_for(self, idx: Tensor) -> Tensor | None:
         return None if self.hints is None else self.hints[idx]
@@ -269,6 +268,13 @@ def evaluate_documents(model, tokens: Tensor, tables: ByteTables | SidecarBytes,
     tilted = int((hints >= 0).sum()) if hints is not None else 0
     over = cfg.time_budget_s > 0 and secs["total"] > cfg.time_budget_s
     return DocEval(score, nll.cpu(), counts.cpu(), secs, cost.predicted_s if cost else 0.0, over, tilted, rec.events or [], phases)
+
+
+def time_split(res: DocEval) -> str:
+    """`eval_time:…ms scoring:…ms ttt:…ms global:…ms tilt:…ms predicted:…ms` for the log lines."""
+    s = res.seconds
+    return (f"eval_time:{1000 * s['total']:.0f}ms scoring:{1000 * s['scoring']:.0f}ms ttt:{1000 * s['ttt']:.0f}ms "
+            f"global:{1000 * s['global']:.0f}ms tilt:{1000 * s['tilt']:.0f}ms predicted:{1000 * res.predicted_s:.0f}ms")
 
 
 def eval_kind(cfg: EvalConfig) -> str:

@@ -19,7 +19,7 @@ from pgolf.core.errors import UsageError
 from pgolf.core.runlog import RunLog
 from pgolf.core.runtime import autocast_for, init_runtime, shutdown
 from pgolf.data.source import load_val_data, resolve_data
-from pgolf.eval.docscore import eval_kind, evaluate_documents, uses_documents
+from pgolf.eval.docscore import eval_kind, evaluate_documents, time_split, uses_documents
 from pgolf.eval.scoring import evaluate
 from pgolf.model.gpt import GPT
 from pgolf.model.inventory import param_shapes
@@ -105,13 +105,11 @@ def run_documents(cfg: RunConfig, model, val, rt, log) -> dict:
 
 def eval_line(kind: str, cfg: RunConfig, res) -> str:
     """`eval:ttt+global+tilt val_loss:… val_bpb:… eval_time:…ms scoring:… ttt:… global:… tilt:…`."""
-    s, e = res.seconds, cfg.eval
+    e = cfg.eval
     flag = " over_budget:RESEARCH" if res.over_budget or (e.over_budget_ok and res.predicted_s > e.time_budget_s > 0) else ""
     return (f"eval:{kind} context:{e.context or e.eval_seq_len or cfg.train.train_seq_len} val_loss:{res.score.val_loss:.8f} "
             f"val_bpb:{res.score.val_bpb:.8f} tokens:{res.score.tokens} val_bytes:{res.score.bytes} "
-            f"eval_time:{1000 * s['total']:.0f}ms scoring:{1000 * s['scoring']:.0f}ms ttt:{1000 * s['ttt']:.0f}ms "
-            f"global:{1000 * s['global']:.0f}ms tilt:{1000 * s['tilt']:.0f}ms predicted:{1000 * res.predicted_s:.0f}ms "
-            f"budget:{e.time_budget_s:g}s tilted:{res.tilted}{flag}")
+            f"{time_split(res)} budget:{e.time_budget_s:g}s tilted:{res.tilted}{flag}")
 
 
 def run_eval(cfg: RunConfig, path: Path, kind: str = "auto") -> dict:

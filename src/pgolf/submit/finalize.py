@@ -25,7 +25,7 @@ from pgolf.core.config import QuantConfig, config_to_dict
 from pgolf.core.roles import quant_groups
 from pgolf.core.runtime import barrier, sync_device
 from pgolf.eval.docplan import EvalBudgetError
-from pgolf.eval.docscore import eval_kind, evaluate_documents, uses_documents
+from pgolf.eval.docscore import eval_kind, evaluate_documents, time_split, uses_documents
 from pgolf.eval.scoring import Score, evaluate
 from pgolf.quant.gptq import calibration_batches, collect_hessians
 from pgolf.quant.capfit import cap_target_bytes, fit_to_cap
@@ -283,14 +283,11 @@ def score_documents(s: Session, summary: Summary) -> None:
               f"--over-budget-ok` (research) or a smaller plan")
         return
     kind = eval_kind(e).replace("+", "_")
-    sp = res.seconds
-    s.log(f"final_{kind} val_loss:{res.score.val_loss:.4f} val_bpb:{res.score.val_bpb:.4f} "
-          f"eval_time:{1000 * sp['total']:.0f}ms scoring:{1000 * sp['scoring']:.0f}ms ttt:{1000 * sp['ttt']:.0f}ms "
-          f"global:{1000 * sp['global']:.0f}ms tilt:{1000 * sp['tilt']:.0f}ms predicted:{1000 * res.predicted_s:.0f}ms"
+    s.log(f"final_{kind} val_loss:{res.score.val_loss:.4f} val_bpb:{res.score.val_bpb:.4f} {time_split(res)}"
           + (" over_budget:RESEARCH" if res.over_budget else ""))
     s.log(f"final_{kind}_exact val_loss:{res.score.val_loss:.8f} val_bpb:{res.score.val_bpb:.8f}")
     summary.documents = {**_score_dict(res.score), "kind": eval_kind(e), "over_budget": res.over_budget}
-    summary.eval_seconds["documents"] = sp["total"]
+    summary.eval_seconds["documents"] = res.seconds["total"]
 
 
 def finalize(s: Session, st: TrainState, code_bytes: int) -> Summary:
