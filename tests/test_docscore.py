@@ -312,3 +312,16 @@ def test_a_run_over_the_eval_budget_keeps_its_artifact_and_summary(tiny_dataset,
     assert summary.roundtrip and not summary.documents
     assert (s.run_dir / "summary.json").is_file()
     assert "final_documents:refused" in s.log.path.read_text()
+
+
+@pytest.mark.parametrize("field,value,named", [("ttt_targets", "q,x", "eval.ttt_targets"),
+                                               ("ttt_chunk_by_len", "256-8", "eval.ttt_chunk_by_len"),
+                                               ("ttt_phase_docs", "2500,100", "eval.ttt_phase_docs"),
+                                               ("tilt_min_order", 9, "eval.tilt_min_order")])
+def test_bad_evaluation_options_are_one_line_config_errors(field, value, named):
+    from pgolf.core.config import ConfigError, validate_eval
+
+    e = ecfg(ttt=True, tilt_order=4)
+    setattr(e, field, value)
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        validate_eval(e)
