@@ -15,19 +15,20 @@ from pgolf.model.gpt import GPT
 from pgolf.quant.pack import SizeCapError, pack
 from pgolf.quant.schemes import quantize
 from pgolf.cli.size import register_size_commands
-from pgolf.quant.plan import GENNORM_BETA, format_table, measure_table, plot_table, predict_table
+from pgolf.quant.plan import (GENNORM_BETA, format_table, measure_table, plot_table, predict_from_weights, predict_range,
+                              predict_table, weight_betas)
 from pgolf.model.inventory import quant_groups_for, quant_layout
 from pgolf.submit.dryrun import describe
 
 PLAN_TOLERANCE = 0.03
 
 
-def synthetic_trained_state(cfg: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
+def synthetic_trained_state(cfg: ModelConfig, seed: int, beta: float | None = None) -> dict[str, torch.Tensor]:
     """Weights whose per-row statistics follow what the planner was fitted on: matrix rows drawn
     from the generalized normal of their group (GENNORM_BETA, fitted to the trained benchmark
     model) with per-row scales spread over 4x; control tensors at their init plus small noise.
     Random rather than trained so the test is fast and covers shapes no CPU run reaches; the
-    benchmark checks the planner on really trained weights."""
+    benchmark checks the planner on really trained weights. `beta` replaces every group's shape."""
     from scipy.stats import gennorm
 
     rng = np.random.default_rng(seed)
@@ -35,8 +36,8 @@ def synthetic_trained_state(cfg: ModelConfig, seed: int) -> dict[str, torch.Tens
     groups = quant_groups_for(cfg)
     for name, t in GPT(cfg).state_dict().items():
         if t.ndim == 2 and groups[name] != "control":
-            beta = GENNORM_BETA[groups[name]]
-            w = gennorm.rvs(beta, size=tuple(t.shape), random_state=rng) * rng.uniform(0.01, 0.04, size=(t.shape[0], 1))
+            shape = beta or GENNORM_BETA[groups[name]]
+            w = gennorm.rvs(shape, size=tuple(t.shape), random_state=rng) * rng.uniform(0.01, 0.04, size=(t.shape[0], 1))
             state[name] = torch.from_numpy(w.astype(np.float32))
         else:
             state[name] = t + 0.01 * torch.from_numpy(rng.standard_normal(tuple(t.shape)).astype(np.float32))
@@ -124,3 +125,52 @@ def test_dry_run_report_uses_the_planner():
     cfg.quant.scheme = "mixed"
     text = describe(cfg)
     assert "predicted_artifact_bytes:" in text and "bits/param" in text
+    line = next(t for t in text.splitlines() if t.startswith("predicted_range_bytes:"))
+    low, high = map(int, line.split()[0].split(":")[1].split("-"))
+    point = int(text.split("predicted_artifact_bytes:")[1].split()[0])
+    assert low < point < high and f"point:{point}" in line
+    levers = next(t for t in text.splitlines() if t.startswith("levers:"))
+    assert "train.muon_weight_decay+0.005:" in levers and "quant.mlp_clip_sigmas+0.5:" in levers
+
+
+SHAPE_MCFG = ModelConfig(num_layers=2, model_dim=128, num_heads=4, num_kv_heads=2)
+SHAPE_QCFG = QuantConfig(scheme="mixed", compressor="brotli", keep_float_max_numel=4096)
+WEIGHT_PLAN_TOLERANCE = 0.02
+
+
+def test_weight_driven_prediction_tracks_packed_bytes(tmp_path):
+    """Heavy-tailed weights (beta 1.2, near the record's effective shape) pack smaller than
+    Gaussian ones at the same SDClip k; the prediction from the weights' own statistics lands
+    within 2% of each packed artifact and moves with the shape (at least half the real saving;
+    the constant-shape point estimate does not move at all)."""
+    groups, layout = quant_groups_for(SHAPE_MCFG), quant_layout(SHAPE_MCFG)
+    real, pred = {}, {}
+    for beta in (2.0, 1.2):
+        state = synthetic_trained_state(SHAPE_MCFG, seed=3, beta=beta)
+        real[beta] = pack(quantize(state, groups, SHAPE_QCFG), asdict(SHAPE_MCFG), SHAPE_QCFG, tmp_path / "a.pglf").bytes
+        pred[beta] = predict_from_weights(SHAPE_MCFG, layout, SHAPE_QCFG, state, groups).artifact_bytes
+        assert abs(pred[beta] - real[beta]) / real[beta] <= WEIGHT_PLAN_TOLERANCE, (beta, pred[beta], real[beta])
+    saved_real, saved_pred = real[2.0] - real[1.2], pred[2.0] - pred[1.2]
+    assert saved_real > 0 and 0.5 * saved_real <= saved_pred <= 1.5 * saved_real, (saved_real, saved_pred)
+
+
+def test_weight_betas_recover_the_shape_and_heavier_tails_predict_fewer_bytes():
+    groups, layout = quant_groups_for(SHAPE_MCFG), quant_layout(SHAPE_MCFG)
+    preds = {}
+    for beta in (2.0, 1.5, 1.0):
+        state = synthetic_trained_state(SHAPE_MCFG, seed=5, beta=beta)
+        fitted = weight_betas(state, groups, SHAPE_QCFG)
+        assert set(fitted) == {"attn", "mlp", "embed"}
+        assert all(abs(b - beta) <= 0.15 for b in fitted.values()), (beta, fitted)
+        preds[beta] = predict_from_weights(SHAPE_MCFG, layout, SHAPE_QCFG, state, groups).artifact_bytes
+    assert preds[1.0] < preds[1.5] < preds[2.0]
+
+
+def test_range_contains_the_point_estimate():
+    for label, mcfg, qcfg in PLAN_CASES:
+        layout = quant_layout(mcfg)
+        low, high = predict_range(mcfg, layout, qcfg)
+        point = predict_table(mcfg, layout, qcfg).artifact_bytes
+        assert low < point < high, label
+    int8 = QuantConfig(scheme="int8")
+    assert predict_range(SHAPE_MCFG, quant_layout(SHAPE_MCFG), int8)[0] == predict_table(SHAPE_MCFG, quant_layout(SHAPE_MCFG), int8).artifact_bytes

@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write the self-contained train_gpt.py for a config")
     add_config_args(p)
     p.add_argument("--out", type=Path, default=Path("train_gpt.py"))
-    p.add_argument("--readable", action="store_true", help="the plain bundle instead of the compact exec form")
+    p.add_argument("--readable", action="store_true", help="the specialised bundle as plain Python (what the compact form minifies and compresses)")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("eval", help="score a pgolf artifact, a pgolf checkpoint or an official final_model.pt/.int8.ptz")
     add_config_args(p)

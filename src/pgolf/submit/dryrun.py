@@ -10,7 +10,7 @@ from pgolf.model.gpt import layer_schedule
 from pgolf.model.inventory import flops_per_token, params_by_group, quant_layout
 from pgolf.model.memory import GIB, estimate_train_memory
 from pgolf.quant.capfit import cap_target_bytes
-from pgolf.quant.plan import format_table, predict_table
+from pgolf.quant.plan import format_table, predict_range, predict_table
 from pgolf.submit.export import exported_code_bytes
 
 
@@ -24,6 +24,7 @@ def describe(cfg: RunConfig) -> str:
     code = exported_code_bytes(cfg) if q.count_code_bytes else 0
     table = predict_table(m, quant_layout(m), q, code)
     pred = table.artifact_bytes
+    low, high = predict_range(m, quant_layout(m), q)
     lines = [
         f"preset:{cfg.preset} model_params:{total} " + " ".join(f"params_{k}:{v}" for k, v in groups.items()),
         f"layer_applications:{len(layer_schedule(m, True))} flops_per_token_fwd:{fl.per_token_forward:.4g} "
@@ -31,8 +32,11 @@ def describe(cfg: RunConfig) -> str:
         memory_line(cfg),
         f"predicted_artifact_bytes:{pred} code_bytes:{code} predicted_total_bytes:{pred + code} scheme:{q.scheme} "
         f"compressor:{q.compressor} size_cap_bytes:{q.size_cap_bytes} fits:{pred + code <= q.size_cap_bytes}",
+        f"predicted_range_bytes:{low}-{high} point:{pred} fits_at_high:{high + code <= q.size_cap_bytes} "
+        "(low: the heaviest-tailed weights seen, PR #1855's; high: Gaussian weights + the largest under-prediction "
+        "measured; benchmarks/results/planner/table.md)",
         cap_fit_plan(pred, code, groups, q),
-        clip_levers(m, q, pred),
+        clip_levers(m, q, pred) + wd_lever(cfg, pred),
         format_table(table),
     ]
     return "\n".join(lines)
@@ -57,6 +61,15 @@ def memory_line(cfg: RunConfig) -> str:
 
 
 CLIP_STEP = 0.5  # SDClip k step of the lever report
+WD_STEP = 0.005  # Muon weight decay step of the lever report
+# Artifact bytes per +WD_STEP of train.muon_weight_decay, as a fraction of the artifact: MEASURED ON
+# THE PROXY: `pgolf train --preset frontier-cpu-proxy --iterations 200 --max-wallclock-seconds 0
+# --set threads=1 --set train.muon_weight_decay=0.095|0.100|0.105 ...`, the weights packed with
+# round-to-nearest codes, no LQER, brotli: 520,394 / 520,349 / 520,304 bytes (-45 B per +0.005,
+# while the matrices' RMS fell 1.2%: SDClip codes follow the shape, which 200 steps of extra decay
+# did not move). Commands and table: benchmarks/results/planner/levers.md. The GPU recipe (~25x the
+# steps) may move the shape further: not measured.
+WD_LEVER_FRAC = -45 / 520_349
 
 
 def clip_levers(m, q, pred: int) -> str:
@@ -72,6 +85,13 @@ def clip_levers(m, q, pred: int) -> str:
         if delta:
             parts.append(f"quant.{field}+{CLIP_STEP:g}:{delta:+d}B")
     return "levers: " + (" ".join(parts) or "none")
+
+
+def wd_lever(cfg: RunConfig, pred: int) -> str:
+    """The Muon weight-decay lever (WD_LEVER_FRAC of the predicted artifact per +WD_STEP)."""
+    if cfg.quant.scheme != "mixed":
+        return ""
+    return f" train.muon_weight_decay+{WD_STEP:g}:{round(pred * WD_LEVER_FRAC):+d}B(measured_on_proxy)"
 
 
 def cap_fit_plan(pred: int, code: int, groups: dict[str, int], q) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from pgolf.core.errors import PgolfError
 from pgolf.core.config import RunConfig, apply_mapping, config_to_dict
+from pgolf.submit.specialize import bound_names, reachable_statements, specialize, used_names
 
 PACKAGE = "pgolf"
 ENTRY_MODULE = "submit.submission"
@@ -138,55 +139,12 @@ def _strip_module(text: str, external: list[str]) -> str:
     return "\n".join(line for line in kept if line is not None).strip("\n")
 
 
-def _bound_names(node: ast.stmt) -> set[str]:
-    """Top-level names a statement defines (def/class names, assignment targets, import aliases)."""
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return {node.name}
-    if isinstance(node, (ast.Import, ast.ImportFrom)):
-        return {(a.asname or a.name).split(".")[0] for a in node.names}
-    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
-    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-
-
-def _used_names(node: ast.AST) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-
-
 def _stmt_source(lines: list[str], node: ast.stmt) -> str:
     """The statement's full lines, with its decorators and the comment lines right above it."""
     first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
     while first > 0 and lines[first - 1].lstrip().startswith("#"):
         first -= 1
     return "\n".join(lines[first: node.end_lineno])
-
-
-def reachable_statements(texts: dict[str, str], roots: set[str]) -> dict[str, list[ast.stmt]]:
-    """Per module, the top-level statements the roots reach: a definition is kept when a kept
-    statement names it (calls, references, annotations, decorators, default values), so a
-    function nothing in the run can call is not shipped. Statements that define nothing (a
-    top-level `if`, an expression) are always kept. Conservative: a local variable that shares a
-    top-level name keeps that definition too."""
-    trees = {m: ast.parse(t) for m, t in texts.items()}
-    defines: dict[str, list[tuple[str, ast.stmt]]] = {}
-    kept: dict[str, list[ast.stmt]] = {m: [] for m in texts}
-    todo = set(roots)
-    for m, tree in trees.items():
-        for node in tree.body:
-            names = _bound_names(node)
-            for n in names:
-                defines.setdefault(n, []).append((m, node))
-            if not names:
-                kept[m].append(node)
-                todo |= _used_names(node)
-    seen: set[int] = {id(n) for ns in kept.values() for n in ns}
-    while todo:
-        name = todo.pop()
-        for m, node in defines.get(name, []):
-            if id(node) not in seen:
-                seen.add(id(node))
-                kept[m].append(node)
-                todo |= _used_names(node)
-    return {m: sorted(ns, key=lambda n: n.lineno) for m, ns in kept.items()}
 
 
 def third_party_modules(tree: ast.AST) -> list[str]:
@@ -200,9 +158,26 @@ def third_party_modules(tree: ast.AST) -> list[str]:
     return sorted(n for n in out if n not in sys.stdlib_module_names and n not in (PACKAGE, "__future__"))
 
 
-def readable_bundle(cfg: RunConfig) -> str:
+def config_changes(cfg: RunConfig) -> dict:
+    """cfg as the nested mapping of the fields that differ from RunConfig()'s defaults (applied to
+    a fresh RunConfig it gives cfg back)."""
+    base, full = config_to_dict(RunConfig()), json.loads(json.dumps(config_to_dict(cfg)))
+    out: dict = {}
+    for key, value in full.items():
+        if isinstance(value, dict):
+            diff = {k: v for k, v in value.items() if base[key][k] != v}
+            if diff:
+                out[key] = diff
+        elif base[key] != value:
+            out[key] = value
+    return out
+
+
+def readable_bundle(cfg: RunConfig, specialized: bool = False) -> str:
     """The program as one readable Python file, with cfg embedded: only the definitions the
-    submission's entry point reaches, in dependency order, and the third-party imports they use."""
+    submission's entry point reaches, in dependency order, and the third-party imports they use.
+    specialized: fold cfg's frozen values in and drop what the run cannot reach (submit.specialize;
+    the text is then ast.unparse'd, without comments or module banners)."""
     modules = bundle_order()
     check_unique_names(modules)
     external: list[str] = []
@@ -212,7 +187,7 @@ def readable_bundle(cfg: RunConfig) -> str:
         if name == ENTRY_MODULE:
             if EMBED_MARKER not in text:
                 raise ExportError(f"pgolf.{ENTRY_MODULE} lacks the line {EMBED_MARKER!r}")
-            literal = pprint.pformat(json.loads(json.dumps(config_to_dict(cfg))), width=100, sort_dicts=True)
+            literal = pprint.pformat(config_changes(cfg), width=100, sort_dicts=True)
             text = text.replace(EMBED_MARKER, "EMBEDDED_CONFIG: dict = " + literal)
         texts[name] = _strip_module(text, external)
     kept = reachable_statements(texts, {ENTRY_CALL.split("(")[0]})
@@ -223,8 +198,10 @@ def readable_bundle(cfg: RunConfig) -> str:
         if body:
             parts.append(f"# ---- pgolf/{name.replace('.', '/')}.py ----\n" + body)
     code = "\n\n\n".join(parts)
-    used = _used_names(ast.parse(code))
-    imports = [i for i in dict.fromkeys(external) if _bound_names(ast.parse(i).body[0]) & used]
+    if specialized:
+        code = specialize(code, cfg, {ENTRY_CALL.split("(")[0]})
+    used = used_names(ast.parse(code))
+    imports = [i for i in dict.fromkeys(external) if bound_names(ast.parse(i).body[0]) & used]
     required = third_party_modules(ast.parse("\n".join(imports) + "\n" + code))
     code = code.replace(REQUIRED_MARKER, "REQUIRED_MODULES: dict = " + repr({m: PIP_NAMES.get(m, m) for m in required}))
     head = (f'"""Parameter Golf submission generated by pgolf export (preset {cfg.preset}).\n'
@@ -236,10 +213,14 @@ def readable_bundle(cfg: RunConfig) -> str:
 
 def minified_source(readable: str) -> str:
     """The bundle minified by python-minifier: docstrings, comments and argument annotations
-    dropped, locals renamed; class attribute annotations (dataclass fields) and global names kept."""
+    dropped, locals and top-level functions/variables renamed (the bundle is one module, nothing
+    looks a global up by its name); class names kept, so errors and reprs read as in the package;
+    literals not hoisted into shared names (that compresses worse)."""
     import python_minifier
 
-    return python_minifier.minify(readable, remove_literal_statements=True, rename_globals=False, rename_locals=True)
+    classes = [n.name for n in ast.parse(readable).body if isinstance(n, ast.ClassDef)]
+    return python_minifier.minify(readable, remove_literal_statements=True, rename_globals=True, rename_locals=True,
+                                  hoist_literals=False, preserve_globals=classes)
 
 
 def byte_literal(payload: bytes) -> str:
@@ -283,7 +264,7 @@ def compact_bytes(readable: str) -> bytes:
 
 def export_script(cfg: RunConfig, out: str | Path, readable: bool = False) -> int:
     """Write train_gpt.py (compact unless readable); returns its literal byte size."""
-    text = readable_bundle(cfg)
+    text = readable_bundle(cfg, specialized=True)
     data = text.encode("utf-8") if readable else compact_bytes(text)
     Path(out).write_bytes(data)
     return len(data)
@@ -305,7 +286,7 @@ def submission_config(cfg: RunConfig) -> RunConfig:
 def _compact_size(cfg_json: str) -> int:
     cfg = RunConfig()
     apply_mapping(cfg, json.loads(cfg_json), "config")
-    return len(compact_bytes(readable_bundle(cfg)))
+    return len(compact_bytes(readable_bundle(cfg, specialized=True)))
 
 
 def exported_code_bytes(cfg: RunConfig) -> int:
