@@ -3,6 +3,8 @@ the measured table adds up to the file; over-cap artifacts are refused, saying b
 
 from __future__ import annotations
 
+import re
+
 import argparse
 from dataclasses import asdict
 
@@ -131,6 +133,19 @@ def test_dry_run_report_uses_the_planner():
     assert low < point < high and f"point:{point}" in line
     levers = next(t for t in text.splitlines() if t.startswith("levers:"))
     assert "train.muon_weight_decay+0.005:" in levers and "quant.mlp_clip_sigmas+0.5:" in levers
+
+
+def test_dry_run_says_whether_cap_fitting_can_fit():
+    """Over the target, the plan says how much pruning it expects (point and range high end) and
+    whether that is within quant.prune_max_frac; a bound too tight to fit reads False."""
+    from pgolf.core.presets import frontier
+
+    cfg = frontier()
+    plan = next(t for t in describe(cfg).splitlines() if t.startswith("cap_fit:"))
+    point, high = (float(x.rstrip("%")) / 100 for x in re.findall(r"([0-9.]+)%", plan)[:2])
+    assert plan.startswith("cap_fit:planned") and 0 < point < high and "fits_after_cap_fit:True" in plan
+    cfg.quant.prune_max_frac = point / 2
+    assert "fits_after_cap_fit:False" in next(t for t in describe(cfg).splitlines() if t.startswith("cap_fit:"))
 
 
 SHAPE_MCFG = ModelConfig(num_layers=2, model_dim=128, num_heads=4, num_kv_heads=2)

@@ -35,7 +35,7 @@ def describe(cfg: RunConfig) -> str:
         f"predicted_range_bytes:{low}-{high} point:{pred} fits_at_high:{high + code <= q.size_cap_bytes} "
         "(low: the heaviest-tailed weights seen, PR #1855's; high: Gaussian weights + the largest under-prediction "
         "measured; benchmarks/results/planner/table.md)",
-        cap_fit_plan(pred, code, groups, q),
+        cap_fit_plan(pred, code, groups, q, high),
         clip_levers(m, q, pred) + wd_lever(cfg, pred),
         format_table(table),
     ]
@@ -94,13 +94,26 @@ def wd_lever(cfg: RunConfig, pred: int) -> str:
     return f" train.muon_weight_decay+{WD_STEP:g}:{round(pred * WD_LEVER_FRAC):+d}B(measured_on_proxy)"
 
 
-def cap_fit_plan(pred: int, code: int, groups: dict[str, int], q) -> str:
-    """What cap fitting will have to do with the predicted artifact (it measures, at the end)."""
+# Bits one pruned +-1 code saves, MEASURED on the proxy: cap fitting took a 525,209-byte
+# frontier-cpu-proxy artifact to 514,169 bytes by pruning 52,036 codes (BENCHMARKS.md, "Cap fitting
+# on a deliberately oversize proxy"). Used only to say in the plan whether pruning can fit.
+BITS_PER_PRUNED_CODE = 8 * (525_209 - 514_169) / 52_036
+
+
+def cap_fit_plan(pred: int, code: int, groups: dict[str, int], q, high: int | None = None) -> str:
+    """What cap fitting will have to do with the predicted artifact (it measures, at the end), and
+    whether pruning within quant.prune_max_frac is expected to fit, at the point estimate and at
+    the range's high end."""
     limit = cap_target_bytes(q, code)
-    if pred <= limit:
+    if pred <= limit and (high is None or high <= limit):
         return f"cap_fit:not_needed target_bytes:{limit + code} headroom:{limit - pred}"
     if q.scheme != "mixed":
         return f"cap_fit:unavailable ({q.scheme} scheme) over_by:{pred - limit}: the run would be refused at the end"
     quantized = sum(v for k, v in groups.items() if k != "control")
-    return (f"cap_fit:planned remove:{pred - limit} bytes by pruning up to {q.prune_max_frac:g} of {quantized} "
-            "quantized weights' +-1 codes, then LQER (measured at the end; refused in one line if that cannot fit)")
+    share = {name: max(b - limit, 0) * 8 / BITS_PER_PRUNED_CODE / max(quantized, 1) for name, b in
+             (("point", pred), ("high", high if high is not None else pred))}
+    fits = max(share.values()) <= q.prune_max_frac
+    return (f"cap_fit:planned remove:{max(pred - limit, 0)} bytes by pruning up to {q.prune_max_frac:g} of {quantized} "
+            f"quantized weights' +-1 codes, then LQER; expected pruned:{share['point']:.2%} (range high end "
+            f"{share['high']:.2%}) at {BITS_PER_PRUNED_CODE:.2f} bits per pruned code measured on the proxy "
+            f"fits_after_cap_fit:{fits} (measured at the end; refused in one line if it cannot fit)")

@@ -223,7 +223,7 @@ def requirements_text(cfg: RunConfig) -> str:
     from importlib import metadata
 
     lines = ["# Third-party imports of train_gpt.py (parsed from its bundle); versions this run used in comments."]
-    for name in third_party_imports(readable_bundle(submission_config(cfg))):
+    for name in third_party_imports(readable_bundle(submission_config(cfg), specialized=True)):  # what ships
         dist = PYPI_NAMES.get(name, name)
         try:
             version = metadata.version(dist)
