@@ -184,3 +184,24 @@ def test_pgolf_run_writes_a_record_folder(tiny_dataset, tmp_path):
     assert sub["bytes_total"] > sub["bytes_code"] and sub["seeds"] == [7] and sub["val_bpb"] > 0
     assert (folder / "train_seed7.log").read_text().count("final_int8_zlib_roundtrip_exact") == 1
     assert "Reproduce" in (folder / "README.md").read_text() and "nproc_per_node=8" not in (folder / "README.md").read_text()
+
+
+def test_code_size_cache_is_keyed_and_survives_a_bad_entry(tmp_path, monkeypatch):
+    """Sizes are cached on disk by config + package sources; an unreadable entry is recomputed."""
+    from pgolf.submit import export
+
+    monkeypatch.setenv("PGOLF_CACHE_DIR", str(tmp_path))
+    export._compact_size.cache_clear()
+    cfg = naive_baseline()
+    size = exported_code_bytes(cfg)
+    (entry,) = (tmp_path / "export-sizes").iterdir()
+    assert int(entry.read_text()) == size
+    entry.write_text("not a number")
+    export._compact_size.cache_clear()
+    assert exported_code_bytes(cfg) == size and int(entry.read_text()) == size
+    other = naive_baseline()
+    other.seed += 1
+    export._compact_size.cache_clear()
+    exported_code_bytes(other)
+    assert len(list((tmp_path / "export-sizes").iterdir())) == 2  # another config, another key
+    export._compact_size.cache_clear()

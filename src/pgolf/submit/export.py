@@ -18,8 +18,10 @@ no import-time side effects, optional dependencies imported lazily inside functi
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import lzma
+import os
 import pprint
 import sys
 from functools import lru_cache
@@ -284,9 +286,45 @@ def submission_config(cfg: RunConfig) -> RunConfig:
 
 @lru_cache(maxsize=8)
 def _compact_size(cfg_json: str) -> int:
+    """Exporting takes ~10 s, so sizes are also kept on disk (~/.cache/pgolf/export-sizes, or
+    $PGOLF_CACHE_DIR), keyed by the config and every input of the export: the package's sources,
+    the Python version and the minifier's and compressors' versions."""
+    path = _size_cache_dir() / hashlib.sha256((cfg_json + _export_inputs()).encode()).hexdigest()
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        pass
     cfg = RunConfig()
     apply_mapping(cfg, json.loads(cfg_json), "config")
-    return len(compact_bytes(readable_bundle(cfg, specialized=True)))
+    size = len(compact_bytes(readable_bundle(cfg, specialized=True)))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(str(size))
+        tmp.replace(path)
+    except OSError:  # a read-only home: no cache, same answer
+        pass
+    return size
+
+
+def _size_cache_dir() -> Path:
+    return Path(os.environ.get("PGOLF_CACHE_DIR") or Path.home() / ".cache" / "pgolf") / "export-sizes"
+
+
+@lru_cache(maxsize=1)
+def _export_inputs() -> str:
+    from importlib import metadata
+
+    digest = hashlib.sha256()
+    for path in sorted(package_dir().rglob("*.py")):
+        digest.update(str(path.relative_to(package_dir())).encode() + b"\0" + path.read_bytes())
+    versions = []
+    for dist in ("python-minifier", "brotli"):
+        try:
+            versions.append(metadata.version(dist))
+        except metadata.PackageNotFoundError:
+            versions.append("-")
+    return f"{digest.hexdigest()} {sys.version} {' '.join(versions)}"
 
 
 def exported_code_bytes(cfg: RunConfig) -> int:

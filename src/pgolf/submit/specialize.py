@@ -461,24 +461,23 @@ def call_constants(code: ast.Module) -> dict[str, dict[str, Any]]:
     return out
 
 
-class ParamFolder(ast.NodeTransformer):
-    """Inside each function, reads of its constant parameters become the constant."""
+def fold_parameters(code: ast.Module, consts: dict[str, dict[str, Any]]) -> None:
+    """Inside each top-level function, reads of its constant parameters become the constant."""
+    for fn in code.body:
+        values = consts.get(getattr(fn, "name", ""), {})
+        if isinstance(fn, ast.FunctionDef) and values:
+            _replace_names(fn, values)
 
-    def __init__(self, consts: dict[str, dict[str, Any]]):
-        self.consts = consts
 
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
-        values = self.consts.get(node.name, {})
-        if values:
-            for sub in ast.walk(node):
-                for field, child in ast.iter_fields(sub):
-                    if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Load) and child.id in values:
-                        setattr(sub, field, ast.copy_location(ast.Constant(values[child.id]), child))
-                    elif isinstance(child, list):
-                        child[:] = [ast.copy_location(ast.Constant(values[c.id]), c)
-                                    if isinstance(c, ast.Name) and isinstance(c.ctx, ast.Load) and c.id in values else c
-                                    for c in child]
-        return node
+def _replace_names(fn: ast.AST, values: dict[str, Any]) -> None:
+    for sub in ast.walk(fn):
+        for field, child in ast.iter_fields(sub):
+            if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Load) and child.id in values:
+                setattr(sub, field, ast.copy_location(ast.Constant(values[child.id]), child))
+            elif isinstance(child, list):
+                child[:] = [ast.copy_location(ast.Constant(values[c.id]), c)
+                            if isinstance(c, ast.Name) and isinstance(c.ctx, ast.Load) and c.id in values else c
+                            for c in child]
 
 
 class LocalConstants(ast.NodeTransformer):
@@ -505,14 +504,7 @@ class LocalConstants(ast.NodeTransformer):
             if name in blocked or any(x.arg == name for x in a.posonlyargs + a.args + a.kwonlyargs):
                 del consts[name]
         if consts:
-            for sub in ast.walk(node):
-                for field, child in ast.iter_fields(sub):
-                    if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Load) and child.id in consts:
-                        setattr(sub, field, ast.copy_location(ast.Constant(consts[child.id]), child))
-                    elif isinstance(child, list):
-                        child[:] = [ast.copy_location(ast.Constant(consts[c.id]), c)
-                                    if isinstance(c, ast.Name) and isinstance(c.ctx, ast.Load) and c.id in consts else c
-                                    for c in child]
+            _replace_names(node, consts)
         return node
 
     visit_AsyncFunctionDef = visit_FunctionDef
@@ -546,12 +538,14 @@ def specialize(code: str, cfg: RunConfig, roots: set[str], rounds: int = 4) -> s
     tree = ast.parse(code)
     values = frozen_values(cfg, tree)
     prune_option_tables(tree, frozen_options(values))
+    size = -1
     for _ in range(rounds):
+        if size == (size := sum(1 for _ in ast.walk(tree))):  # the last round changed nothing
+            break
         tree.body = Folder(values, field_types(tree)).block(tree.body)
         prune_unreached(tree, roots)
-        while prune_methods(tree):
-            pass
-        tree = ParamFolder(call_constants(tree)).visit(tree)
+        prune_methods(tree)  # once per round: the next round catches methods only dropped ones named
+        fold_parameters(tree, call_constants(tree))
         tree = LocalConstants().visit(tree)
         tree = ConstantCalls(tree).visit(tree)
     tree.body = Folder(values, field_types(tree)).block(tree.body)
