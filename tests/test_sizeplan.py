@@ -20,7 +20,7 @@ from pgolf.cli.size import register_size_commands
 from pgolf.quant.plan import (GENNORM_BETA, format_table, measure_table, plot_table, predict_from_weights, predict_range,
                               predict_table, weight_betas)
 from pgolf.model.inventory import quant_groups_for, quant_layout
-from pgolf.submit.dryrun import describe
+from pgolf.submit.dryrun import cap_fit_plan, describe
 
 PLAN_TOLERANCE = 0.03
 
@@ -141,11 +141,14 @@ def test_dry_run_says_whether_cap_fitting_can_fit():
     from pgolf.core.presets import frontier
 
     cfg = frontier()
-    plan = next(t for t in describe(cfg).splitlines() if t.startswith("cap_fit:"))
+    text = describe(cfg)
+    plan = next(t for t in text.splitlines() if t.startswith("cap_fit:"))
     point, high = (float(x.rstrip("%")) / 100 for x in re.findall(r"([0-9.]+)%", plan)[:2])
     assert plan.startswith("cap_fit:planned") and 0 < point < high and "fits_after_cap_fit:True" in plan
+    pred, code = (int(re.search(rf"{k}:(\d+)", text).group(1)) for k in ("predicted_artifact_bytes", "code_bytes"))
+    groups = {"mlp": 23_068_672, "attn": 8_650_752, "embed": 4_194_304, "control": 31_943}
     cfg.quant.prune_max_frac = point / 2
-    assert "fits_after_cap_fit:False" in next(t for t in describe(cfg).splitlines() if t.startswith("cap_fit:"))
+    assert "fits_after_cap_fit:False" in cap_fit_plan(pred, code, groups, cfg.quant, pred)
 
 
 SHAPE_MCFG = ModelConfig(num_layers=2, model_dim=128, num_heads=4, num_kv_heads=2)
