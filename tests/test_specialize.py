@@ -125,3 +125,15 @@ def test_reachability_reads_scopes():
     fn = ast.parse("def f(resume, n: Big):\n    x = resume\n    def g():\n        helper = 1\n        return helper\n"
                    "    return [helper for _ in range(n)], x, other\n").body[0]
     assert used_names(fn) == {"range", "other", "helper"}  # f's own names and its annotations do not count; g's local does not hide a global
+
+
+def test_a_config_class_built_twice_is_not_folded():
+    import dataclasses
+
+    from pgolf.core import config
+
+    toy = dataclasses.make_dataclass("ModelConfig", [("xsa", bool, dataclasses.field(default=False))], bases=(config.ModelConfig,))
+    cfg = RunConfig()
+    cfg.model = toy()
+    code = CODE + "\n\ndef other():\n    return main(ModelConfig())\n"
+    assert "helper_xsa" in _names(specialize(code, cfg, {"main", "other"}))  # that second instance may differ

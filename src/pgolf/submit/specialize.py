@@ -12,10 +12,15 @@ env vars (RUN_ID, SEED, DATA_PATH, NUM_LAYERS, ...) may still change. This pass
 3. folds constant tests (`not`, `and`/`or`, comparisons, `is None`, conditional expressions) and
    drops the branches that cannot run, and the statements after a `return`/`raise`;
 4. drops methods no code can call (their name appears nowhere as an attribute or a string and
-   is not a framework hook).
+   is not a framework hook) and the top-level definitions the entry point no longer reaches;
+5. propagates what that exposes: a parameter every call site leaves at one literal, a local
+   assigned once from a literal, a call of a function whose body folded to `return <literal>`;
+   then repeats from 3 until a round changes nothing.
 
-The exporter then prunes top-level definitions nothing reaches any more. Behaviour is unchanged
-for the embedded config (tests train the package and the bundle and compare bit for bit).
+A config class the bundle constructs more than its one RunConfig (and that RunConfig's sections)
+is not folded at all, and `replace(...)` keywords stay dynamic, so a frozen value is the value at
+run time; behaviour is unchanged for the embedded config (tests train the package and the bundle
+and compare losses and the artifact's sha256).
 """
 
 from __future__ import annotations
@@ -40,11 +45,19 @@ def frozen_values(cfg: RunConfig, code: ast.Module) -> dict[str, dict[str, Any]]
         dynamic.setdefault(section, set()).add(name)
     stored = {n.attr for n in ast.walk(code) if isinstance(n, ast.Attribute) and not isinstance(n.ctx, ast.Load)}
     stored |= {k.arg for n in ast.walk(code) if isinstance(n, ast.Call) and _call_name(n) == "replace" for k in n.keywords}
+    built: dict[str, int] = {}  # config class -> constructor calls in the bundle
+    for n in ast.walk(code):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
+            built[n.func.id] = built.get(n.func.id, 0) + 1
     out = {}
     for section, obj in [("", cfg)] + [(s, getattr(cfg, s)) for s in SECTIONS]:
-        out[type(obj).__name__] = {
-            f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
-            if isinstance(getattr(obj, f.name), SCALARS) and f.name not in dynamic.get(section, set()) and f.name not in stored}
+        name = type(obj).__name__
+        if built.get(name, 0) > (0 if section else 1):  # another instance could hold other values
+            out[name] = {}
+            continue
+        out[name] = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
+                     if isinstance(getattr(obj, f.name), SCALARS) and f.name not in dynamic.get(section, set())
+                     and f.name not in stored}
     return out
 
 
