@@ -103,19 +103,20 @@ def record_rows() -> list[str]:
     return rows
 
 
+def planner_table(runs: list[Path]) -> list[str]:
+    """The markdown table: one row per run folder (skipping int8 runs), then PR #1855's seeds."""
+    return ["| run | Muon wd | steps | measured bytes | point estimate (err) | from raw weights (err) | "
+            "from the artifact's weights (err) | range low-high | effective beta attn / mlp / embed / hash | "
+            "kurtosis attn / mlp / embed / hash | RMS attn+mlp |", "|---|---|---|---|---|---|---|---|---|---|---|",
+            *[r for r in map(run_row, runs) if r], *record_rows()]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    lines = ["| run | Muon wd | steps | measured bytes | point estimate (err) | from raw weights (err) | "
-             "from the artifact's weights (err) | range low-high | effective beta attn / mlp / embed / hash | "
-             "kurtosis attn / mlp / embed / hash | RMS attn+mlp |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [r for r in map(run_row, args.runs) if r]
-    lines += record_rows()
-    lines.append(f"\nRECORD_BETA in pgolf/quant/plan.py: {RECORD_BETA}")
-    text = "\n".join(lines)
+    text = "\n".join(planner_table(args.runs) + [f"\nRECORD_BETA in pgolf/quant/plan.py: {RECORD_BETA}"])
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -96,13 +96,9 @@ def capfit_section(base: Path, fits: list[Path]) -> list[str]:
 
 
 def planner_section(runs: list[Path]) -> list[str]:
-    from planner_error import record_rows, run_row
+    from planner_error import planner_table
 
-    return ["## Planner error", "",
-            "| run | Muon wd | steps | measured bytes | point estimate (err) | from raw weights (err) | "
-            "from the artifact's weights (err) | range low-high | effective beta attn / mlp / embed / hash | "
-            "kurtosis attn / mlp / embed / hash | RMS attn+mlp |", "|---|---|---|---|---|---|---|---|---|---|---|",
-            *[r for r in map(run_row, runs) if r], *record_rows()]
+    return ["## Planner error", "", *planner_table(runs)]
 
 
 def main() -> int:

@@ -393,11 +393,13 @@ def predict_from_weights(model_cfg: ModelConfig, layout: Layout, qcfg: QuantConf
     return predict_table(model_cfg, layout, qcfg, code_bytes, weight_betas(state, groups, qcfg))
 
 
-def predict_range(model_cfg: ModelConfig, layout: Layout, qcfg: QuantConfig) -> tuple[int, int]:
+def predict_range(model_cfg: ModelConfig, layout: Layout, qcfg: QuantConfig, point: int | None = None) -> tuple[int, int]:
     """(low, high) artifact bytes before training: low with the heaviest shape seen on trained
     weights (RECORD_BETA in every group), high the point estimate (the Gaussian, the most code
-    entropy) plus PLAN_HIGH_MARGIN. The int8 scheme has no shape term: its point estimate twice."""
-    point = predict_table(model_cfg, layout, qcfg).artifact_bytes
+    entropy; pass `point` when it is already computed) plus PLAN_HIGH_MARGIN. The int8 scheme has
+    no shape term: its point estimate twice."""
+    if point is None:
+        point = predict_table(model_cfg, layout, qcfg).artifact_bytes
     if qcfg.scheme == "int8":
         return point, point
     low = predict_table(model_cfg, layout, qcfg, betas={g: RECORD_BETA for g in QUANT_GROUPS}).artifact_bytes

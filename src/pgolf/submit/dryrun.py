@@ -22,9 +22,10 @@ def describe(cfg: RunConfig) -> str:
     fl = flops_per_token(m, cfg.train.train_seq_len)
     q = cfg.quant
     code = exported_code_bytes(cfg) if q.count_code_bytes else 0
-    table = predict_table(m, quant_layout(m), q, code)
+    layout = quant_layout(m)
+    table = predict_table(m, layout, q, code)
     pred = table.artifact_bytes
-    low, high = predict_range(m, quant_layout(m), q)
+    low, high = predict_range(m, layout, q, pred)
     lines = [
         f"preset:{cfg.preset} model_params:{total} " + " ".join(f"params_{k}:{v}" for k, v in groups.items()),
         f"layer_applications:{len(layer_schedule(m, True))} flops_per_token_fwd:{fl.per_token_forward:.4g} "
@@ -100,18 +101,18 @@ def wd_lever(cfg: RunConfig, pred: int) -> str:
 BITS_PER_PRUNED_CODE = 8 * (525_209 - 514_169) / 52_036
 
 
-def cap_fit_plan(pred: int, code: int, groups: dict[str, int], q, high: int | None = None) -> str:
+def cap_fit_plan(pred: int, code: int, groups: dict[str, int], q, high: int) -> str:
     """What cap fitting will have to do with the predicted artifact (it measures, at the end), and
     whether pruning within quant.prune_max_frac is expected to fit, at the point estimate and at
     the range's high end."""
     limit = cap_target_bytes(q, code)
-    if pred <= limit and (high is None or high <= limit):
+    if high <= limit:  # high >= pred
         return f"cap_fit:not_needed target_bytes:{limit + code} headroom:{limit - pred}"
     if q.scheme != "mixed":
         return f"cap_fit:unavailable ({q.scheme} scheme) over_by:{pred - limit}: the run would be refused at the end"
     quantized = sum(v for k, v in groups.items() if k != "control")
     share = {name: max(b - limit, 0) * 8 / BITS_PER_PRUNED_CODE / max(quantized, 1) for name, b in
-             (("point", pred), ("high", high if high is not None else pred))}
+             (("point", pred), ("high", high))}
     fits = max(share.values()) <= q.prune_max_frac
     return (f"cap_fit:planned remove:{max(pred - limit, 0)} bytes by pruning up to {q.prune_max_frac:g} of {quantized} "
             f"quantized weights' +-1 codes, then LQER; expected pruned:{share['point']:.2%} (range high end "

@@ -4,12 +4,16 @@ An ast-based bundler: starting from pgolf.submit.submission it collects every pg
 (at module top or inside functions), orders them so each module's top-level dependencies come
 first, drops the intra-package imports, hoists third-party imports to the top and concatenates
 the module bodies under `# ---- pgolf/x.py ----` banners, ending with the submission's main().
-The run config is embedded as a literal. Two forms:
+The run config is embedded as a literal (the fields that differ from the defaults); only the
+top-level definitions the entry point reaches are kept, and what ships is then specialised to
+that config (pgolf.submit.specialize). Two forms:
 
-- readable: the bundle as text (comments kept);
-- compact (default, what the size counts): docstrings and comments stripped via ast.unparse,
-  xz-compressed, base85-encoded, in a four-line stub that decompresses it, registers it in
-  linecache (so tracebacks and inspect.getsource, which Triton needs, still work) and execs it.
+- readable: the specialised bundle as plain Python (`readable_bundle(cfg)` without
+  specialisation keeps the comments and module banners);
+- compact (default, what the size counts): minified by python-minifier, compressed with the
+  smaller of lzma and brotli, stored as raw bytes in a latin-1 string literal in a stub that
+  decompresses it, registers it in linecache (so tracebacks and inspect.getsource, which Triton
+  needs, still work) and execs it.
 
 Rules that keep this trivial: top-level names unique across bundled modules (checked here),
 no import-time side effects, optional dependencies imported lazily inside functions.

@@ -120,6 +120,29 @@ def field_types(code: ast.Module) -> dict[str, dict[str, str]]:
     return types
 
 
+def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
+    a = fn.args
+    return {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if x is not None}
+
+
+def _store_counts(fn: ast.AST) -> dict[str, int]:
+    """Name -> how many times `fn` (nested scopes included) assigns it."""
+    counts: dict[str, int] = {}
+    for node in ast.walk(fn):
+        for target in _store_targets(node):
+            if isinstance(target, ast.Name):
+                counts[target.id] = counts.get(target.id, 0) + 1
+    return counts
+
+
+def _nested_bindings(fn: ast.AST) -> set[str]:
+    """Names a nested function or lambda binds as a parameter, or `global`/`nonlocal` declares:
+    a read of such a name inside `fn` may not be `fn`'s own variable."""
+    out = {n for sub in ast.walk(fn) if isinstance(sub, (ast.Global, ast.Nonlocal)) for n in sub.names}
+    return out | {p for sub in ast.walk(fn) if sub is not fn and isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+                  for p in _params(sub)}
+
+
 def _store_targets(node: ast.AST) -> list[ast.AST]:
     if isinstance(node, ast.Assign):
         return [t for tgt in node.targets for t in ast.walk(tgt)]
@@ -141,7 +164,6 @@ class Folder(ast.NodeTransformer):
         self.values, self.types = values, types
         self.scopes: list[dict[str, str]] = [{}]
         self.classes: list[str] = []
-        self.folded = 0
 
     # -- typing
     def type_of(self, node: ast.AST) -> str | None:
@@ -157,11 +179,7 @@ class Folder(ast.NodeTransformer):
                  if (c := _annotation_class(a.annotation)) and c in self.types}
         if self.classes and fn.args.args and fn.args.args[0].arg == "self":
             local["self"] = self.classes[-1]
-        counts: dict[str, int] = {}
-        for node in ast.walk(fn):
-            for t in _store_targets(node):
-                if isinstance(t, ast.Name):
-                    counts[t.id] = counts.get(t.id, 0) + 1
+        counts = _store_counts(fn)
         params = {a.arg for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs}
         local = {n: c for n, c in local.items() if not counts.get(n)}  # a reassigned parameter loses its type
         self.scopes.append(local)
@@ -202,7 +220,6 @@ class Folder(ast.NodeTransformer):
             owner = self.type_of(node.value)
             frozen = self.values.get(owner or "", {})
             if node.attr in frozen:
-                self.folded += 1
                 return ast.copy_location(ast.Constant(frozen[node.attr]), node)
         self.generic_visit(node)
         return node
@@ -374,9 +391,7 @@ def used_names(node: ast.AST) -> set[str]:
             for d in a.defaults + [d for d in a.kw_defaults if d is not None] + getattr(n, "decorator_list", []):
                 visit(d, local)
             declared = {g for s in ast.walk(n) if isinstance(s, (ast.Global, ast.Nonlocal)) for g in s.names}
-            own = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if x is not None}
-            own |= _scope_stores(n)
-            inner = local | (own - declared)
+            inner = local | ((_params(n) | _scope_stores(n)) - declared)
             for s in (n.body if isinstance(n.body, list) else [n.body]):
                 visit(s, inner)
             return
@@ -456,9 +471,7 @@ def call_constants(code: ast.Module) -> dict[str, dict[str, Any]]:
         positional = [x.arg for x in a.args]
         defaults = dict(zip(positional[len(positional) - len(a.defaults):], a.defaults))
         defaults.update({x.arg: d for x, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None})
-        reassigned = {t.id for node in ast.walk(fn) for t in _store_targets(node) if isinstance(t, ast.Name)}
-        reassigned |= {x.arg for node in ast.walk(fn) if node is not fn and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-                       for x in node.args.posonlyargs + node.args.args + node.args.kwonlyargs}  # shadowed in a nested scope
+        reassigned = set(_store_counts(fn)) | _nested_bindings(fn)
         const: dict[str, Any] = {}
         for param in positional + [x.arg for x in a.kwonlyargs]:
             seen = {}
@@ -499,23 +512,11 @@ class LocalConstants(ast.NodeTransformer):
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
         self.generic_visit(node)  # nested functions first
-        counts: dict[str, int] = {}
-        for sub in ast.walk(node):
-            for target in _store_targets(sub):
-                if isinstance(target, ast.Name):
-                    counts[target.id] = counts.get(target.id, 0) + 1
-        a = node.args
-        blocked = {x.arg for sub in ast.walk(node) if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-                   for x in sub.args.posonlyargs + sub.args.args + sub.args.kwonlyargs + [sub.args.vararg, sub.args.kwarg] if x}
-        blocked |= {n for sub in ast.walk(node) if isinstance(sub, (ast.Global, ast.Nonlocal)) for n in sub.names}
-        consts = {}
-        for sub in ast.walk(node):
-            if (isinstance(sub, ast.Assign) and len(sub.targets) == 1 and isinstance(sub.targets[0], ast.Name)
-                    and isinstance(sub.value, ast.Constant) and counts.get(sub.targets[0].id) == 1):
-                consts[sub.targets[0].id] = sub.value.value
-        for name in list(consts):
-            if name in blocked or any(x.arg == name for x in a.posonlyargs + a.args + a.kwonlyargs):
-                del consts[name]
+        counts, blocked = _store_counts(node), _nested_bindings(node) | _params(node)
+        consts = {sub.targets[0].id: sub.value.value for sub in ast.walk(node)
+                  if isinstance(sub, ast.Assign) and len(sub.targets) == 1 and isinstance(sub.targets[0], ast.Name)
+                  and isinstance(sub.value, ast.Constant) and counts.get(sub.targets[0].id) == 1
+                  and sub.targets[0].id not in blocked}
         if consts:
             _replace_names(node, consts)
         return node
