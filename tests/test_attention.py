@@ -100,7 +100,7 @@ def test_varlen_capacity_has_room_for_row_starts_and_average_documents():
     assert A.varlen_capacity(2, 40) == 80  # small micro-batches: a slot per token
 
 
-@pytest.mark.parametrize("kernel", ["fa3", "fa2"])
+@pytest.mark.parametrize("kernel", ["fa3", "varlen", "fa2"])
 @pytest.mark.parametrize("doc_mask", [True, False])
 def test_varlen_path_equals_dense_forward_and_backward(fake_flash, kernel, doc_mask):
     ids = docs_ids(2, 40)
@@ -131,7 +131,7 @@ def test_flex_forward_equals_dense(doc_mask):
 def test_flex_backward_is_refused_on_cpu_so_auto_never_picks_it():
     assert A.kernel_problem("flex", True, "cpu") == "flex_attention has no backward on CPU"
     assert A.auto_order(True, "cpu") == ["dense"]
-    assert A.auto_order(True, "cuda") == ["fa3", "fa2", "flex", "dense"]
+    assert A.auto_order(True, "cuda") == ["fa3", "varlen", "fa2", "flex", "dense"]
 
 
 def test_sdpa_causal_equals_dense_without_document_masking():
@@ -178,6 +178,60 @@ def test_missing_flash_attention_falls_back_with_one_notice(monkeypatch):
         assert A.resolve_with_notice("sdpa", True, "cpu")[0] == "dense"
 
 
+def torch_varlen_reference(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
+                           window_size=(-1, -1), enable_gqa=False, seqused_k=None, block_table=None, num_splits=None):
+    """torch.nn.attention.varlen.varlen_attn's signature (torch 2.11+) and semantics, in plain torch:
+    window_size=(-1, 0) is causal; with enable_gqa k/v may have fewer heads."""
+    assert window_size == (-1, 0), "pgolf must ask for causal attention"
+    assert enable_gqa or k.size(1) == q.size(1)
+    return reference_varlen(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, causal=True)
+
+
+def torch_varlen_2_10(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, is_causal=False):
+    """torch 2.10's varlen_attn: is_causal=, no GQA (heads must match)."""
+    assert is_causal and key.size(1) == query.size(1)
+    return reference_varlen(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, causal=True)
+
+
+@pytest.mark.parametrize("fake", [torch_varlen_reference, torch_varlen_2_10])
+def test_torch_varlen_call_adapts_to_the_installed_signature(monkeypatch, fake):
+    """The torch kernel is reached through torch_varlen_call with the arguments its version takes
+    (causal window or is_causal; native GQA or repeated kv heads), and equals the dense reference."""
+    import torch.nn.attention.varlen as V
+
+    monkeypatch.setattr(V, "varlen_attn", fake)
+    monkeypatch.setattr(A, "_RESOLVED", {})
+    monkeypatch.setattr(A, "_VARLEN_CALLS", {})
+    monkeypatch.setattr(A, "kernel_problem", lambda kernel, doc_mask, device_type: None)
+    ids = docs_ids(2, 40)
+    q, k, v = qkv()
+    qb, kb, vb = (x.detach().bfloat16().float().requires_grad_() for x in (q, k, v))
+    ref = run("dense", qb, kb, vb, ids, True)
+    got = run("varlen", q, k, v, ids, True)
+    torch.testing.assert_close(got, ref, atol=1e-2, rtol=0)
+    for a, b in zip(grads(got, (q, k, v)), grads(ref, (qb, kb, vb))):
+        torch.testing.assert_close(a, b, atol=3e-2, rtol=0)
+
+
+def test_torch_varlen_needs_cuda_and_falls_back_with_a_notice(monkeypatch):
+    assert A.kernel_problem("varlen", True, "cpu") == "needs CUDA"
+    monkeypatch.setattr(A, "_RESOLVED", {})
+    monkeypatch.setattr(A, "_module_present", lambda name: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    with pytest.warns(UserWarning, match="varlen unavailable \\(torch .* has no torch.nn.attention.varlen"):
+        assert A.resolve_with_notice("varlen", True, "cuda")[0] == "flex"
+
+
+def test_auto_prefers_torch_varlen_over_fa2_and_flex(monkeypatch):
+    """auto: fa3 -> varlen -> fa2 -> flex -> dense; with torch's varlen present and no FA3 wheel,
+    auto picks it without a notice."""
+    monkeypatch.setattr(A, "_RESOLVED", {})
+    monkeypatch.setattr(A, "_module_present", lambda name: name == A.TORCH_VARLEN_MODULE or name == "flash_attn")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    assert A.resolve_with_notice("auto", True, "cuda") == ("varlen", "")
+    assert A.attention_log_line("auto", True, "cuda") == "attention:torch-varlen"
+
+
 def tiny_cfg(**kw) -> ModelConfig:
     """Frontier-shaped at toy size: GQA, XSA on every layer, partial RoPE, gates, doc masking."""
     base = ModelConfig(vocab_size=64, num_layers=3, model_dim=32, num_heads=4, num_kv_heads=2, mlp_mult=2.0,
@@ -198,7 +252,7 @@ def gpt_loss(cfg: ModelConfig, ids, grad: bool = True):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("kernel", ["fa3", "fa2", "flex", "sdpa"])
+@pytest.mark.parametrize("kernel", ["fa3", "varlen", "fa2", "flex", "sdpa"])
 def test_gpt_loss_with_each_kernel_equals_dense(fake_flash, kernel):
     ids = docs_ids(2, 40)
     doc_mask = kernel != "sdpa"

@@ -46,12 +46,17 @@ def test_warmup_compiles_both_graphs_and_matches_eager(tiny_dataset, tmp_path, m
     compiled = train_losses(log)
     assert len(eager) == len(compiled) == 8
     assert max(abs(a - b) for a, b in zip(eager, compiled)) < LOSS_TOL
-    # without warming up the recurrence graph, the switch recompiles inside the timed loop
-    torch._dynamo.reset()
+    assert re.search(r"^compile_s:[0-9.]+ scope:blocks ", log, re.M)
+    # Without warming up the recurrence graph, a whole-model compile recompiles inside the timed
+    # loop; regional compilation (one block application for every loop) has nothing to recompile.
     monkeypatch.setattr(trainer_mod, "warmup_plan", lambda s: [False] * s.cfg.train.warmup_steps)
-    trainer_mod.run_training(recurring_config(tiny_dataset, "cold", "on"))
-    cold = (tmp_path / "logs" / "cold.txt").read_text()
-    assert re.search(r"compile:graphs_in_timed_loop:[1-9]", cold)
+    for scope, recompiles in (("model", r"[1-9]\d*"), ("blocks", "0")):
+        torch._dynamo.reset()
+        cfg = recurring_config(tiny_dataset, f"cold-{scope}", "on")
+        cfg.train.compile_scope = scope
+        trainer_mod.run_training(cfg)
+        cold = (tmp_path / "logs" / f"cold-{scope}.txt").read_text()
+        assert re.search(rf"compile:graphs_in_timed_loop:{recompiles} ", cold), scope
 
 
 def test_warmup_plan_covers_recurrence_only_when_compiled(tiny_dataset, tmp_path, monkeypatch):
@@ -98,3 +103,48 @@ def test_cpu_without_a_cpp_compiler_stays_eager_and_says_so(tiny_dataset, monkey
     assert "no C++ compiler" in compile_note(cfg, cpu)
     cfg.compile = "auto"
     assert compile_note(cfg, cpu) == "compile:off"
+
+
+def test_regional_compile_reuses_one_block_graph_for_every_layer_and_loop():
+    """Regional compilation (train.compile_scope=blocks) on a frontier-shaped toy model: LN scale
+    (a different factor per layer), XSA, gates, parallel lanes, depth recurrence. Every layer and
+    every loop runs through five compiled graphs whatever the depth,
+    switching recurrence on compiles nothing new, and the loss and gradients equal eager's."""
+    from torch._dynamo.utils import counters
+
+    from pgolf.core.config import ModelConfig
+    from pgolf.model.gpt import GPT
+    from pgolf.train.compile import RegionalModel
+
+    cfg = ModelConfig(vocab_size=64, num_layers=6, model_dim=32, num_heads=4, num_kv_heads=2, mlp_mult=2.0,
+                      xsa_layers="all", rope_dims=4, ln_scale=True, attn_gate="sparse", attn_gate_dims=4,
+                      smear_gate=True, skip_gates=True, parallel_from=4, recur_layers="1-2", recur_loops=3,
+                      doc_mask=True, bos_id=1)
+    torch.manual_seed(0)
+    base = GPT(cfg)
+    for p in base.parameters():
+        p.data.add_(0.02 * torch.randn(p.shape))
+    ids = torch.randint(2, 64, (2, 24), generator=torch.Generator().manual_seed(1))
+    ids[:, [0, 9]] = 1
+    torch._dynamo.reset()
+    counters.clear()
+    regional = RegionalModel(base, dynamic=False, backend="eager")
+    for recur in (False, True):
+        base.set_recurrence(recur)
+        want = base(ids, ids)
+        want_grads = torch.autograd.grad(want, list(base.parameters()), allow_unused=True)
+        got = regional(ids, ids)
+        got_grads = torch.autograd.grad(got, list(base.parameters()), allow_unused=True)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+        for a, b in zip(got_grads, want_grads):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        graphs = int(counters["stats"]["unique_graphs"])
+        if not recur:
+            graphs_off = graphs
+    # first layer (its input is x0 itself), plain block, first lane layer (both lanes are one
+    # tensor), lanes, head: dynamo guards on those aliases. A layer-specific attribute would add
+    # graphs per layer (LN scale's factor did, as a float: 11 graphs for the frontier's 11 layers).
+    assert graphs_off == 5, f"{graphs_off} graphs for 6 layers: a block attribute is specialising"
+    assert graphs == graphs_off, "recurrence on compiled new graphs"

@@ -59,7 +59,7 @@ class ModelConfig:
     attn_gate_scale: float = 1.0  # multiplier inside the sparse gate's sigmoid (records 0.5)
     doc_mask: bool = False  # block attention across documents (BOS boundaries)
     bos_id: int = BOS_ID  # document-start token
-    attn_kernel: str = "auto"  # auto | fa3 | fa2 | flex | sdpa | dense (pgolf.model.attention; a missing one falls back with a notice)
+    attn_kernel: str = "auto"  # auto | fa3 | varlen | fa2 | flex | sdpa | dense (pgolf.model.attention; a missing one falls back with a notice)
     fp8: bool = False  # FP8 training of the MLP and attention projections (torchao float8; CUDA sm89+, else a notice)
 
 
@@ -101,6 +101,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # write a resumable checkpoint every N steps (0 = off)
     compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs
     compile_fullgraph: bool = False  # torch.compile(fullgraph=True): a graph break is an error
+    compile_scope: str = "blocks"  # blocks: one compiled block application reused by every layer + compiled head (regional) | model: the whole forward
 
 
 @dataclass
@@ -466,10 +467,12 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("model.logit_softcap must be > 0 and logit_softcap_neg >= 0")
     if m.activation not in ("relu2", "leaky_relu2"):
         raise ConfigError(f"model.activation={m.activation!r}: expected relu2 or leaky_relu2")
+    if t.compile_scope not in ("blocks", "model"):
+        raise ConfigError(f"train.compile_scope={t.compile_scope!r}: expected blocks or model")
     if m.attn_gate not in ("none", "dense", "sparse"):
         raise ConfigError(f"model.attn_gate={m.attn_gate!r}: expected none, dense or sparse")
-    if m.attn_kernel not in ("auto", "fa3", "fa2", "flex", "sdpa", "dense"):
-        raise ConfigError(f"model.attn_kernel={m.attn_kernel!r}: expected auto, fa3, fa2, flex, sdpa or dense")
+    if m.attn_kernel not in ("auto", "fa3", "varlen", "fa2", "flex", "sdpa", "dense"):
+        raise ConfigError(f"model.attn_kernel={m.attn_kernel!r}: expected auto, fa3, varlen, fa2, flex, sdpa or dense")
     if m.recur_loops < 1:
         raise ConfigError("model.recur_loops must be >= 1")
     recur = parse_layer_spec(m.recur_layers, m.num_layers, "model.recur_layers")

@@ -1,4 +1,4 @@
-"""The attention core: one causal (optionally document-masked) GQA attention, five kernels.
+"""The attention core: one causal (optionally document-masked) GQA attention, six kernels.
 
 Given q (B, H, T, Dh), k and v (B, Hk, T, Dh) it returns y (B, H, T, Dh). The kernels compute the
 same function (tests/test_attention.py holds each to the dense reference):
@@ -6,6 +6,8 @@ same function (tests/test_attention.py holds each to the dense reference):
   fa3    FlashAttention-3 `flash_attn_interface.flash_attn_varlen_func` (Hopper): every row's
          documents flattened into varlen sequences cut at BOS (`cu_seqlens`), as the records do
          (PR #1530: ~5% faster and -0.002 nats against attending across documents)
+  varlen torch's own variable-length FlashAttention, `torch.nn.attention.varlen.varlen_attn`
+         (causal via window_size=(-1, 0), GQA native): the same sequences, no extra wheel
   fa2    FlashAttention-2 `flash_attn.flash_attn_varlen_func`, the same sequences
   flex   torch's flex_attention with a document-causal block mask (compiled; CUDA)
   sdpa   SDPA with is_causal=True: only without document masking (the official baseline's path)
@@ -13,7 +15,9 @@ same function (tests/test_attention.py holds each to the dense reference):
          masks, so on GPU this is full T x T work plus a mask read per layer application
 
 `auto` picks the best kernel the device has: without document masking always `sdpa` (the naive
-baseline stays bit-identical); with it fa3 -> fa2 -> flex on CUDA, dense on CPU. A requested
+baseline stays bit-identical); with it fa3 -> varlen -> fa2 -> flex on CUDA, dense on CPU. On one
+H200 (issue 20) flex with a document block mask took 2.6x causal SDPA for 37% of its pairs; the
+varlen kernels do only the document pairs. A requested
 kernel that is missing falls back along the same chain with a one-line notice, never a crash.
 The choice is made once per (request, masking, device) and is a compile-time constant.
 """
@@ -29,9 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ATTN_KERNELS = ("auto", "fa3", "fa2", "flex", "sdpa", "dense")
-KERNEL_LABELS = {"fa3": "fa3-varlen", "fa2": "fa2-varlen", "flex": "flex-doc", "sdpa": "sdpa-causal", "dense": "dense-mask"}
+ATTN_KERNELS = ("auto", "fa3", "varlen", "fa2", "flex", "sdpa", "dense")
+KERNEL_LABELS = {"fa3": "fa3-varlen", "varlen": "torch-varlen", "fa2": "fa2-varlen", "flex": "flex-doc",
+                 "sdpa": "sdpa-causal", "dense": "dense-mask"}
 FA_MODULES = {"fa3": "flash_attn_interface", "fa2": "flash_attn"}
+VARLEN_KERNELS = ("fa3", "varlen", "fa2")  # the kernels fed flattened tokens + cu_seqlens
+TORCH_VARLEN_MODULE = "torch.nn.attention.varlen"
 # Varlen sequences are a fixed-size cu_seqlens (static shapes: no recompile, no host sync): room for
 # every row start plus one document per VARLEN_MIN_AVG_DOC tokens of the micro-batch (FineWeb's
 # documents average ~1k tokens). A batch averaging shorter documents fails a device assert
@@ -39,16 +46,17 @@ FA_MODULES = {"fa3": "flash_attn_interface", "fa2": "flash_attn"}
 VARLEN_MIN_AVG_DOC = 128
 VARLEN_EXACT_TOKENS = 8192  # micro-batches up to this size get a slot per token (any documents fit)
 _RESOLVED: dict[tuple[str, bool, str], tuple[str, str]] = {}
+_VARLEN_CALLS: dict[str, object] = {}  # "varlen" -> torch_varlen_call(), built once outside compiled code
 
 
 @dataclass
 class AttnInputs:
     """What a forward's attention calls share (built once per forward, not per layer)."""
 
-    kernel: str  # fa3 | fa2 | flex | sdpa | dense (resolved)
+    kernel: str  # fa3 | varlen | fa2 | flex | sdpa | dense (resolved)
     mask: Tensor | None = None  # dense: (B, 1, T, T) bool
-    cu_seqlens: Tensor | None = None  # fa3/fa2: (capacity + 1,) int32 over the flattened B*T tokens
-    max_seqlen: int = 0  # fa3/fa2: an upper bound of every sequence's length (T)
+    cu_seqlens: Tensor | None = None  # varlen kernels: (capacity + 1,) int32 over the flattened B*T tokens
+    max_seqlen: int = 0  # varlen kernels: an upper bound of every sequence's length (T)
     block_mask: object = None  # flex: BlockMask
 
 
@@ -70,6 +78,14 @@ def kernel_problem(kernel: str, doc_mask: bool, device_type: str) -> str | None:
         if (kernel == "fa3" and major != 9) or major < 8:
             return f"not built for compute capability {major}.x"
         return None
+    if kernel == "varlen":
+        if device_type != "cuda":
+            return "needs CUDA"
+        if not _module_present(TORCH_VARLEN_MODULE):
+            return f"torch {torch.__version__} has no {TORCH_VARLEN_MODULE} (torch >= 2.10)"
+        if torch.cuda.get_device_capability()[0] < 8:
+            return "FlashAttention needs compute capability 8.0+"
+        return None
     if kernel == "flex":
         return None if device_type == "cuda" else "flex_attention has no backward on CPU"
     if kernel == "sdpa" and doc_mask:
@@ -81,7 +97,7 @@ def auto_order(doc_mask: bool, device_type: str) -> list[str]:
     """Kernels to try, best first."""
     if not doc_mask:
         return ["sdpa"]
-    return ["fa3", "fa2", "flex", "dense"] if device_type == "cuda" else ["dense"]
+    return ["fa3", "varlen", "fa2", "flex", "dense"] if device_type == "cuda" else ["dense"]
 
 
 @torch.compiler.assume_constant_result
@@ -107,6 +123,8 @@ def resolve_with_notice(requested: str, doc_mask: bool, device_type: str) -> tup
             notice += f": using {KERNEL_LABELS[chosen]}"
             warnings.warn(notice, stacklevel=3)
         _RESOLVED[key] = (chosen, notice)
+        if chosen == "varlen":
+            _VARLEN_CALLS["varlen"] = torch_varlen_call()  # signature inspected here, never while tracing
     return _RESOLVED[key]
 
 
@@ -179,7 +197,7 @@ def attention_inputs(ids: Tensor, bos_id: int, doc_mask: bool, kernel: str) -> A
     if kernel == "dense":
         # Without masking the reference is plain causal SDPA, bit for bit (no mask tensor).
         return AttnInputs(kernel, mask=document_mask(ids, bos_id) if doc_mask else None)
-    if kernel in FA_MODULES:
+    if kernel in VARLEN_KERNELS:
         B, T = ids.shape
         cu = varlen_cu_seqlens(ids, bos_id, doc_mask, varlen_capacity(B, T))
         return AttnInputs(kernel, cu_seqlens=cu, max_seqlen=T)
@@ -189,8 +207,34 @@ def attention_inputs(ids: Tensor, bos_id: int, doc_mask: bool, kernel: str) -> A
 
 
 def varlen_function(kernel: str):
-    """flash_attn_varlen_func of the installed FlashAttention (fa3 or fa2)."""
+    """The kernel's varlen call, FlashAttention's signature: f(q, k, v, cu_q, cu_k, max_q, max_k,
+    causal=True) on flattened (N, h, Dh) tensors, k/v with fewer heads for GQA."""
+    if kernel == "varlen":
+        if kernel not in _VARLEN_CALLS:  # filled outside torch.compile by resolve_with_notice
+            _VARLEN_CALLS[kernel] = torch_varlen_call()
+        return _VARLEN_CALLS[kernel]
     return importlib.import_module(FA_MODULES[kernel]).flash_attn_varlen_func
+
+
+def torch_varlen_call():
+    """torch.nn.attention.varlen.varlen_attn adapted to FlashAttention's signature. torch 2.10
+    takes is_causal=; later versions take window_size=(-1, 0) and enable_gqa=. Without
+    enable_gqa the kv heads are repeated (query head h reads kv head h // (H / Hk), as SDPA)."""
+    import inspect
+
+    fn = importlib.import_module(TORCH_VARLEN_MODULE).varlen_attn
+    params = inspect.signature(fn).parameters
+    causal_kw = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    gqa = "enable_gqa" in params
+
+    def call(q, k, v, cu_q, cu_k, max_q, max_k, causal=True):  # noqa: ARG001 (always causal)
+        if gqa:
+            return fn(q, k, v, cu_q, cu_k, max_q, max_k, enable_gqa=k.size(1) != q.size(1), **causal_kw)
+        rep = q.size(1) // k.size(1)
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        return fn(q, k, v, cu_q, cu_k, max_q, max_k, **causal_kw)
+
+    return call
 
 
 def _varlen(q: Tensor, k: Tensor, v: Tensor, a: AttnInputs) -> Tensor:
@@ -220,7 +264,7 @@ def _flex(q: Tensor, k: Tensor, v: Tensor, a: AttnInputs) -> Tensor:
 
 def attend(q: Tensor, k: Tensor, v: Tensor, a: AttnInputs) -> Tensor:
     """Causal GQA attention of q (B, H, T, Dh) over k, v (B, Hk, T, Dh) -> (B, H, T, Dh)."""
-    if a.kernel in FA_MODULES:
+    if a.kernel in VARLEN_KERNELS:
         return _varlen(q, k, v, a)
     if a.kernel == "flex":
         return _flex(q, k, v, a)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +132,7 @@ class Attention(nn.Module):
             param(self, "attn_gate", torch.randn(self.h, dim) * 0.01, CONTROL)
         # Value residual (ResFormer): v += sigmoid(a) * v_first; the first layer makes v_first.
         self.vres_gate = None
+        self.value_residual = cfg.value_residual
         if cfg.value_residual and not first:
             param(self, "vres_gate", torch.zeros(1), CONTROL)
 
@@ -140,6 +142,8 @@ class Attention(nn.Module):
         if ve is not None:
             v = v + ve
         v = v.reshape(B, T, self.hk, self.dh).transpose(1, 2)  # (B, Hk, T, Dh)
+        if not self.value_residual:
+            return v
         if ctx.v_first is None:
             ctx.v_first = v
         elif self.vres_gate is not None:
@@ -195,11 +199,15 @@ class Block(nn.Module):
         param(self, "attn_scale", torch.ones(dim, dtype=torch.float32), CONTROL)
         param(self, "mlp_scale", torch.ones(dim, dtype=torch.float32), CONTROL)
         param(self, "resid_mix", torch.stack((torch.ones(dim), torch.zeros(dim))).float(), CONTROL)
-        self.norm_scale = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
+        self.ln_scale = cfg.ln_scale
+        # A tensor, not a float attribute: torch.compile specialises on Python floats, so a float
+        # per layer would compile every block separately (regional compilation, pgolf.train.compile).
+        scale = torch.tensor(1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0)
+        self.register_buffer("norm_scale", scale, persistent=False)
 
     def _norm(self, x: Tensor) -> Tensor:
         y = rms_norm(x)
-        return y if self.norm_scale == 1.0 else y * self.norm_scale
+        return y * self.norm_scale if self.ln_scale else y
 
     def mix_input(self, x: Tensor, ctx: Context) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
@@ -388,17 +396,10 @@ class GPT(nn.Module):
             cache["ve"] = self.value_embed(ids)
         return self.value_embed.ve_scale[self.value_embed.slot[layer]].to(cache["ve"].dtype) * cache["ve"]
 
-    def _parallel(self, i: int, lanes: tuple[Tensor, Tensor], ctx: Context, ve) -> tuple[Tensor, Tensor]:
-        """Attention reads lane0 (mixed with x0), the MLP reads lane1; both write to both lanes."""
-        block, (l0, l1) = self.blocks[i], lanes
-        a = block.attn_branch(block.mix_input(l0, ctx), ctx, ve)
-        m = block.mlp_branch(l1)
-        post, resid = self.lane_post[i].to(l0.dtype), self.lane_resid[i].to(l0.dtype)
-        return (resid[0] * l0 + post[0, 0] * a + post[1, 0] * m,
-                resid[1] * l1 + post[0, 1] * a + post[1, 1] * m)
-
-    def hidden(self, ids: Tensor) -> Tensor:
-        """(B, T) ids -> (B, T, D) final-normed hidden states."""
+    def hidden(self, ids: Tensor, apply: BlockFn | None = None) -> Tensor:
+        """(B, T) ids -> (B, T, D) final-normed hidden states. `apply` runs each block application
+        (default: apply_block; a compiled apply_block under regional compilation)."""
+        apply = apply or apply_block
         x = self.embed(ids)
         ctx = self._context(ids, x)
         sched, cache = self.schedule(), {}
@@ -415,9 +416,9 @@ class GPT(nn.Module):
             if lanes is None and 0 <= self.cfg.parallel_from <= i:
                 lanes = (x, x)
             if lanes is None:
-                x = self.blocks[i](x, ctx, ve)
+                x, _ = apply(self.blocks[i], x, ctx, ve, None, None, None)
             else:
-                lanes = self._parallel(i, lanes, ctx, ve)
+                lanes = apply(self.blocks[i], lanes[0], ctx, ve, lanes[1], self.lane_post[i], self.lane_resid[i])
             if j < n_enc and self.skip_weights is not None:
                 skips.append(x if lanes is None else lanes[0])
         if lanes is not None:
@@ -441,7 +442,43 @@ class GPT(nn.Module):
             return cfg.logit_softcap * torch.tanh(z / cfg.logit_softcap)
         return torch.where(z > 0, pos * torch.tanh(z / pos), neg * torch.tanh(z / neg))
 
-    def forward(self, ids: Tensor, targets: Tensor) -> Tensor:
-        """Mean cross-entropy (nats) of targets given ids, both (B, T)."""
-        logits = self.logits(self.hidden(ids).reshape(-1, self.cfg.model_dim))
-        return F.cross_entropy(logits.float(), targets.reshape(-1), reduction="mean")
+    def forward(self, ids: Tensor, targets: Tensor, regions: Regions | None = None) -> Tensor:
+        """Mean cross-entropy (nats) of targets given ids, both (B, T). `regions` swaps in compiled
+        block and head functions (regional compilation); the arithmetic is the same."""
+        if regions is None:
+            return head_loss(self, self.hidden(ids), targets)
+        return regions.head(self, self.hidden(ids, regions.block), targets)
+
+
+BlockFn = Callable[..., tuple[Tensor, Tensor | None]]
+
+
+def apply_block(block: Block, x: Tensor, ctx: Context, ve: Tensor | None, lane1: Tensor | None,
+                post: Tensor | None, resid: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """One block application: plain (lane1 None: returns (x', None)) or on two parallel lanes
+    (PR #1530/#1855): attention reads lane0 (mixed with x0), the MLP reads lane1, both write to
+    both lanes through the 2x2 `post` weights; `resid` carries each lane. Every layer and every
+    recurrence loop calls this one function, so regional compilation compiles it once per
+    variant (first layer, plain, lanes), not once per application."""
+    if lane1 is None:
+        return block(x, ctx, ve), None
+    a = block.attn_branch(block.mix_input(x, ctx), ctx, ve)
+    m = block.mlp_branch(lane1)
+    post, resid = post.to(x.dtype), resid.to(x.dtype)
+    return (resid[0] * x + post[0, 0] * a + post[1, 0] * m,
+            resid[1] * lane1 + post[0, 1] * a + post[1, 1] * m)
+
+
+def head_loss(model: GPT, h: Tensor, targets: Tensor) -> Tensor:
+    """Final hidden (B, T, D) -> soft-capped logits -> mean cross-entropy (nats), in fp32. Compiled
+    as one region this is the records' fused softcapped cross-entropy (#1787), done by inductor."""
+    logits = model.logits(h.reshape(-1, model.cfg.model_dim))
+    return F.cross_entropy(logits.float(), targets.reshape(-1), reduction="mean")
+
+
+@dataclass
+class Regions:
+    """The functions GPT.forward runs per block application and for the head (compiled or not)."""
+
+    block: BlockFn
+    head: Callable[[GPT, Tensor, Tensor], Tensor]
