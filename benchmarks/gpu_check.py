@@ -14,7 +14,8 @@ still reports the others; a stage that the budget cannot reach is marked skipped
   ttt        the frontier's evaluation (score-first LoRA TTT, global phase, n-gram tilt) tokens/s
   eval       sliding-window scoring tokens/s
   gptq       Hessian collection and GPTQ seconds for every matrix
-  export     the exported train_gpt.py: 20 steps under torchrun, on a dataset built here
+  export     the exported train_gpt.py: 20 eager steps under torchrun, on a dataset built here,
+             through quantization, the roundtrip and the frontier's evaluation
   compile    whole-model compilation (train.compile_scope=model) from a cold cache of its own,
              against the regional compile of the step stage: seconds, graphs and step time
   fp8        step ms with FP8 linears (skipped at once without torchao)
@@ -45,8 +46,15 @@ import time
 from pathlib import Path
 
 STAGES = {  # name -> timeout (s) on the GPU, in the order they run
-    "step": 150, "attention": 60, "ttt": 60, "eval": 40, "gptq": 40, "export": 120,
-    "compile": 150, "fp8": 60, "memory": 70,
+    "step": 150,
+    "attention": 60,
+    "ttt": 60,
+    "eval": 40,
+    "gptq": 40,
+    "export": 120,
+    "compile": 150,
+    "fp8": 60,
+    "memory": 70,
 }
 BACKGROUND_STAGES = ("memory",)  # fake-tensor tracing on the CPU: started first, beside the GPU stages
 TOTAL_BUDGET_S = 360.0  # the whole check: 6 minutes from a cold machine
@@ -62,6 +70,7 @@ RECORD_STEPS = (4931, 4994)  # the records' step counts in 600 s (#1855 lineage)
 
 
 # ---------------------------------------------------------------- shapes and helpers
+
 
 def frontier_cfg(tiny: bool):
     """The frontier preset, or its structure at toy size (recurrence, lanes, XSA, doc mask kept)."""
@@ -188,7 +197,6 @@ def fresh_training(cfg, device, seed: int = 0):
 
 def training_batch(cfg, tiny: bool, device):
     """(x, y) of one micro-batch with FineWeb-like documents (what document masking sees)."""
-    import torch
 
     B, T = micro_batch(tiny)
     ids, _ = doc_ids(B, T + 1, mean_doc(tiny), cfg.model.vocab_size, cfg.model.bos_id, seed=1)
@@ -213,11 +221,17 @@ class Recorder:
 
 # ---------------------------------------------------------------- stages
 
+
 def stage_env(args) -> dict:
     import torch
 
-    out = {"torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": None, "gpu": None,
-           "python": sys.version.split()[0]}
+    out = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": None,
+        "gpu": None,
+        "python": sys.version.split()[0],
+    }
     if torch.backends.cudnn.is_available():
         out["cudnn"] = torch.backends.cudnn.version()
     if torch.cuda.is_available():
@@ -299,8 +313,13 @@ def stage_step(args, rec: Recorder) -> None:
     scope = args.scope or cfg.train.compile_scope
     from pgolf.model.attention import attention_log_line
 
-    rec.update({"batch": f"{B}x{T}", "scope": scope,
-                "attention": attention_log_line(cfg.model.attn_kernel, cfg.model.doc_mask, device.type)})
+    rec.update(
+        {
+            "batch": f"{B}x{T}",
+            "scope": scope,
+            "attention": attention_log_line(cfg.model.attn_kernel, cfg.model.doc_mask, device.type),
+        }
+    )
     base, opts = fresh_training(cfg, device)
     rec["params"] = sum(p.numel() for p in base.parameters())
     model = compiled(base, scope, device)
@@ -318,9 +337,14 @@ def stage_step(args, rec: Recorder) -> None:
             torch.cuda.reset_peak_memory_stats()
         fb, op = step_phases(model, opts, x, y, device, iters, warm)
         fl = flops_per_token(cfg.model, T, recur_active=recur).per_token_train * B * T
-        r = {"step_ms": 1e3 * (fb + op), "fwd_bwd_ms": 1e3 * fb, "optimizer_ms": 1e3 * op,
-             "tokens_per_s": B * T / (fb + op), "model_tflops": fl / (fb + op) / 1e12,
-             "mfu_measured_peak": fl / (fb + op) / peak}
+        r = {
+            "step_ms": 1e3 * (fb + op),
+            "fwd_bwd_ms": 1e3 * fb,
+            "optimizer_ms": 1e3 * op,
+            "tokens_per_s": B * T / (fb + op),
+            "model_tflops": fl / (fb + op) / 1e12,
+            "mfu_measured_peak": fl / (fb + op) / peak,
+        }
         if nominal:
             r["mfu_nominal_peak"] = fl / (fb + op) / nominal
         if device.type == "cuda":
@@ -329,8 +353,10 @@ def stage_step(args, rec: Recorder) -> None:
     if isinstance(model, RegionalModel):  # the head: eager against compiled (fused softcapped CE)
         eager_head = Regions(model.regions.block, head_loss)
         fb_eager, _ = step_phases(lambda a, b: base(a, b, eager_head), opts, x, y, device, iters, warm)
-        rec["head"] = {"fwd_bwd_ms_head_compiled": rec.data["recur_on"]["fwd_bwd_ms"],
-                       "fwd_bwd_ms_head_eager": 1e3 * fb_eager}
+        rec["head"] = {
+            "fwd_bwd_ms_head_compiled": rec.data["recur_on"]["fwd_bwd_ms"],
+            "fwd_bwd_ms_head_eager": 1e3 * fb_eager,
+        }
     rec["train100"] = train100(cfg, args.tiny, device, model)
 
 
@@ -357,8 +383,8 @@ def train100(cfg, tiny: bool, device, model) -> dict:
     for i in range(100):
         base.set_recurrence(i >= 35)
         off = (i % 4) * B * T
-        x = stream[off: off + B * T].view(B, T)
-        y = stream[off + 1: off + 1 + B * T].view(B, T)
+        x = stream[off : off + B * T].view(B, T)
+        y = stream[off + 1 : off + 1 + B * T].view(B, T)
         with autocast(device):
             loss = run(x, y)
         loss.backward()
@@ -368,8 +394,12 @@ def train100(cfg, tiny: bool, device, model) -> dict:
         losses.append(loss.detach())
     losses = [float(v) for v in torch.stack(losses).cpu()]
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
-    return {"loss_first10": first, "loss_last10": last, "loss_falls": last < first - 0.1,
-            "seconds": time.perf_counter() - t0}
+    return {
+        "loss_first10": first,
+        "loss_last10": last,
+        "loss_falls": last < first - 0.1,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def attention_flops(lengths: list[list[int]], seq_len: int, heads: int, dh: int) -> tuple[float, float]:
@@ -394,8 +424,15 @@ def stage_attention(args, rec: Recorder) -> None:
     ids = ids.to(device)
     auto, notice = resolve_with_notice("auto", True, device.type)
     doc_flops, causal_flops = attention_flops(lengths, T, H, Dh)
-    rec.update({"auto": KERNEL_LABELS[auto], "notice": notice, "shape": f"B{B} H{H} Hk{Hk} T{T} Dh{Dh}",
-                "docs": sum(len(r) for r in lengths), "doc_pair_fraction": doc_flops / causal_flops})
+    rec.update(
+        {
+            "auto": KERNEL_LABELS[auto],
+            "notice": notice,
+            "shape": f"B{B} H{H} Hk{Hk} T{T} Dh{Dh}",
+            "docs": sum(len(r) for r in lengths),
+            "doc_pair_fraction": doc_flops / causal_flops,
+        }
+    )
     g = torch.Generator(device=device).manual_seed(0)
     q, k, v = (torch.randn(B, h, T, Dh, device=device, dtype=dtype, generator=g).requires_grad_() for h in (H, Hk, Hk))
     iters = 3 if args.tiny else 20
@@ -406,18 +443,24 @@ def stage_attention(args, rec: Recorder) -> None:
     sdpa = attention_inputs(ids, 1, False, "sdpa")
     s = timed(lambda: fwd_bwd(sdpa), device, iters)
     rec["sdpa-causal"] = {"ms": 1e3 * s, "tflops": causal_flops / s / 1e12}
-    kernels = [kern for kern in ("varlen", "fa3", "fa2", "dense", "flex") if kernel_problem(kern, True, device.type) is None]
+    kernels = [
+        kern for kern in ("varlen", "fa3", "fa2", "dense", "flex") if kernel_problem(kern, True, device.type) is None
+    ]
     rec["kernels"] = [KERNEL_LABELS[kern] for kern in kernels]
     for kern in kernels:  # flex last: it compiles
         try:
-            build_s = timed(lambda: attention_inputs(ids, 1, True, kern), device, iters)
+            build_s = timed(lambda kern=kern: attention_inputs(ids, 1, True, kern), device, iters)
             a = attention_inputs(ids, 1, True, kern)
-            s = timed(lambda: fwd_bwd(a), device, iters)
+            s = timed(lambda a=a: fwd_bwd(a), device, iters)
         except Exception as exc:  # one kernel failing must not hide the others' timings
             rec[KERNEL_LABELS[kern]] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
             continue
-        rec[KERNEL_LABELS[kern]] = {"ms": 1e3 * s, "tflops": doc_flops / s / 1e12, "input_build_ms": 1e3 * build_s,
-                                   "vs_sdpa_causal": s / (rec.data["sdpa-causal"]["ms"] / 1e3)}
+        rec[KERNEL_LABELS[kern]] = {
+            "ms": 1e3 * s,
+            "tflops": doc_flops / s / 1e12,
+            "input_build_ms": 1e3 * build_s,
+            "vs_sdpa_causal": s / (rec.data["sdpa-causal"]["ms"] / 1e3),
+        }
     if "varlen" in kernels:
         rec["varlen_capacity_ms"] = varlen_capacity_sweep(ids, fwd_bwd, device, iters)
     if "flex" in kernels:
@@ -433,12 +476,17 @@ def varlen_capacity_sweep(ids, fwd_bwd, device, iters: int) -> dict:
     B, T = ids.shape
     starts = int(((ids == 1) | (torch_arange_col0(ids))).sum())
     out = {"starts": starts}
-    for label, cap in (("default", varlen_capacity(B, T)), ("512", 512), ("256", 256),
-                       ("exact_to_64", -(-starts // 64) * 64), ("exact", starts)):
+    for label, cap in (
+        ("default", varlen_capacity(B, T)),
+        ("512", 512),
+        ("256", 256),
+        ("exact_to_64", -(-starts // 64) * 64),
+        ("exact", starts),
+    ):
         if cap < starts:
             continue
         a = AttnInputs("varlen", cu_seqlens=varlen_cu_seqlens(ids, 1, True, cap), max_seqlen=T)
-        out[f"{label}_{cap}"] = 1e3 * timed(lambda: fwd_bwd(a), device, iters)
+        out[f"{label}_{cap}"] = 1e3 * timed(lambda a=a: fwd_bwd(a), device, iters)
     return out
 
 
@@ -463,13 +511,18 @@ def flex_mask_build_compiled(ids, device, iters: int) -> float:
         return (q_idx >= kv_idx) & (doc[b, q_idx] == doc[b, kv_idx])
 
     B, T = ids.shape
-    return timed(lambda: create_block_mask(document_causal, B, None, T, T, device=ids.device, _compile=True),
-                 device, iters)
+    return timed(
+        lambda: create_block_mask(document_causal, B, None, T, T, device=ids.device, _compile=True), device, iters
+    )
 
 
 def stage_compile(args, rec: Recorder) -> None:
-    """Whole-model compilation (train.compile_scope=model) from its own cold cache: compile
-    seconds, graphs and step time, against the regional compile the step stage measured cold."""
+    """Whole-model compilation (train.compile_scope=model) from its own cold cache, against the
+    regional compile the step stage measured cold. Recurrence on first (the larger graph: 17
+    block applications) and its step time, then recurrence off (the run compiles both), each
+    recorded as it completes so a cut stage still reports."""
+    from torch._dynamo.utils import counters
+
     device = device_of(args)
     cfg = frontier_cfg(args.tiny)
     B, T = micro_batch(args.tiny)
@@ -478,10 +531,24 @@ def stage_compile(args, rec: Recorder) -> None:
     rec["backend"] = "inductor" if device.type == "cuda" else "eager"
     base, opts = fresh_training(cfg, device)
     model = compiled(base, "model", device)
-    cold_compile(model, base, x, y, device, rec, prefix="model_")
+    counters.clear()
     iters, warm = (3, 1) if args.tiny else (10, 2)
-    fb, op = step_phases(model, opts, x, y, device, iters, warm)
-    rec["model_step_ms_recur_on"] = 1e3 * (fb + op)
+    for recur in (True, False):
+        base.set_recurrence(recur)
+        sync(device)
+        t0 = time.perf_counter()
+        with autocast(device):
+            model(x, y).backward()
+        sync(device)
+        tag = "on" if recur else "off"
+        rec[f"model_compile_s_recur_{tag}"] = time.perf_counter() - t0
+        rec["model_graph_breaks"] = sum(counters["graph_break"].values())
+        rec["model_unique_graphs"] = int(counters["stats"].get("unique_graphs", 0))
+        for p in base.parameters():
+            p.grad = None
+        if recur:
+            fb, op = step_phases(model, opts, x, y, device, iters, warm)
+            rec["model_step_ms_recur_on"] = 1e3 * (fb + op)
 
 
 def stage_fp8(args, rec: Recorder) -> None:
@@ -512,9 +579,14 @@ def stage_memory(args, rec: Recorder) -> None:
     cfg = frontier_cfg(args.tiny)
     B, T = micro_batch(args.tiny)
     est = estimate_train_memory(cfg.model, B, T, compiled=True)
-    rec.update({"estimate_gib_compiled": est.total_gib, "fwd_bwd_gib": est.fwd_bwd / 2**30,
-                "ema_plus_ddp_gib": (est.ema + est.ddp) / 2**30,
-                "note": "compare with step.recur_on.peak_memory_gib (no EMA/DDP there: subtract ema+ddp)"})
+    rec.update(
+        {
+            "estimate_gib_compiled": est.total_gib,
+            "fwd_bwd_gib": est.fwd_bwd / 2**30,
+            "ema_plus_ddp_gib": (est.ema + est.ddp) / 2**30,
+            "note": "compare with step.recur_on.peak_memory_gib (no EMA/DDP there: subtract ema+ddp)",
+        }
+    )
 
 
 def stage_gptq(args, rec: Recorder) -> None:
@@ -570,10 +642,20 @@ def stage_eval(args, rec: Recorder) -> None:
     tables = synthetic_tables(cfg.model.vocab_size, cfg.model.bos_id)
     t0 = time.perf_counter()
     with torch.no_grad():
-        score = evaluate(model, tokens[0], tables, window, stride, batch_seqs=32, device=device, autocast=autocast(device))
+        score = evaluate(
+            model, tokens[0], tables, window, stride, batch_seqs=32, device=device, autocast=autocast(device)
+        )
     dt = time.perf_counter() - t0
-    rec.update({"tokens": n, "window": window, "stride": stride, "seconds": dt, "tokens_per_s": n / dt,
-                "val_loss": score.val_loss})
+    rec.update(
+        {
+            "tokens": n,
+            "window": window,
+            "stride": stride,
+            "seconds": dt,
+            "tokens_per_s": n / dt,
+            "val_loss": score.val_loss,
+        }
+    )
 
 
 def stage_ttt(args, rec: Recorder) -> None:
@@ -589,7 +671,7 @@ def stage_ttt(args, rec: Recorder) -> None:
     device = device_of(args)
     cfg = frontier_cfg(args.tiny)
     e = copy.copy(cfg.eval)
-    n = 4096 if args.tiny else 65_536
+    n = 4096 if args.tiny else 32_768
     if args.tiny:
         e.context, e.doc_batch, e.ttt_rank, e.ttt_chunk = 128, 8, 8, 32
     torch.manual_seed(0)
@@ -598,12 +680,23 @@ def stage_ttt(args, rec: Recorder) -> None:
     n_docs = int((tokens[0][:-1] == cfg.model.bos_id).sum()) + 1
     e.ttt_phase_docs, e.time_budget_s = str(max(n_docs // 2, 1)), 0.0
     tables = synthetic_tables(cfg.model.vocab_size, cfg.model.bos_id)
-    res = evaluate_documents(model, tokens[0], tables, e, cfg.train.train_seq_len, cfg.model.bos_id, device=device,
-                             autocast=autocast(device))
+    res = evaluate_documents(
+        model, tokens[0], tables, e, cfg.train.train_seq_len, cfg.model.bos_id, device=device, autocast=autocast(device)
+    )
     secs = res.seconds
-    rec.update({"tokens": n, "documents": n_docs, "context": e.context, "chunk": e.ttt_chunk, "rank": e.ttt_rank,
-                "seconds": secs["total"], "tokens_per_s": n / secs["total"], "split_s": secs,
-                "val_loss": res.score.val_loss})
+    rec.update(
+        {
+            "tokens": n,
+            "documents": n_docs,
+            "context": e.context,
+            "chunk": e.ttt_chunk,
+            "rank": e.ttt_rank,
+            "seconds": secs["total"],
+            "tokens_per_s": n / secs["total"],
+            "split_s": secs,
+            "val_loss": res.score.val_loss,
+        }
+    )
 
 
 WORDS_SEED = 7
@@ -642,30 +735,48 @@ def stage_export(args, rec: Recorder) -> None:
     t.iterations, t.max_wallclock_seconds, t.val_loss_every, t.train_log_every, t.warmup_steps = 20, 0.0, 0, 5, 2
     cfg.eval.val_max_tokens = 16_384
     cfg.quant.gptq_time_budget_s = 5.0
+    # Eager: the step stage measured the compiled path, and a cold compile of the bundle (its own
+    # source, so no cache hit) cost 43 s of the 6-minute check (H200, 2026-12-04).
+    cfg.compile = "off"
     script = root / "train_gpt.py"
     rec["code_bytes"] = export_script(cfg, script)
-    env = dict(os.environ, DATA_PATH=str(shards), TOKENIZER_PATH=str(tok), RUN_ID="gpu_check_export",
-               ITERATIONS="20", MAX_WALLCLOCK_SECONDS="0")
+    env = dict(
+        os.environ,
+        DATA_PATH=str(shards),
+        TOKENIZER_PATH=str(tok),
+        RUN_ID="gpu_check_export",
+        ITERATIONS="20",
+        MAX_WALLCLOCK_SECONDS="0",
+    )
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", str(script)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     (root / "run.log").write_text(proc.stdout + proc.stderr)
     log = (proc.stdout + proc.stderr).splitlines()
     steps = [line for line in log if line.startswith("step:")]
-    rec.update({"status": "ok" if proc.returncode == 0 else "failed", "returncode": proc.returncode,
-                "run_s": time.perf_counter() - t0, "last_step_line": steps[-1] if steps else None,
-                "compile_line": next((line for line in log if line.startswith("compile_s:")), None),
-                "final_line": next((line for line in reversed(log) if line.startswith("final_") and "_exact" in line), None),
-                "error_lines": error_lines(log) if proc.returncode else []})
+    rec.update(
+        {
+            "status": "ok" if proc.returncode == 0 else "failed",
+            "returncode": proc.returncode,
+            "run_s": time.perf_counter() - t0,
+            "last_step_line": steps[-1] if steps else None,
+            "compile_line": next((line for line in log if line.startswith("compile_s:")), None),
+            "final_line": next(
+                (line for line in reversed(log) if line.startswith("final_") and "_exact" in line), None
+            ),
+            "error_lines": error_lines(log) if proc.returncode else [],
+        }
+    )
 
 
 def error_lines(log: list[str], n: int = 12) -> list[str]:
     """The lines that say what failed: the last traceback's end (before torchrun's summary)."""
     end = next((i for i in range(len(log) - 1, -1, -1) if "Error" in log[i] and "elastic" not in log[i]), len(log) - 1)
-    return log[max(end - n, 0): end + 1]
+    return log[max(end - n, 0) : end + 1]
 
 
 # ---------------------------------------------------------------- projection
+
 
 def projection(results: dict) -> dict | None:
     """Frontier steps in TRAIN_CLOCK_S on 8xH100 from the step stage (recurrence on, the state of
@@ -676,15 +787,22 @@ def projection(results: dict) -> dict | None:
         return None
     allreduce_ms = 1e3 * 2 * (WORLD - 1) / WORLD * 4 * step["params"] / (NVLINK_BUS_GBPS * 1e9)
     step_ms = r["fwd_bwd_ms"] + r["optimizer_ms"] / WORLD + allreduce_ms
-    return {"step_ms_8gpu": step_ms, "allreduce_ms": allreduce_ms, "steps_in_588s": int(TRAIN_CLOCK_S * 1e3 / step_ms),
-            "records_steps": RECORD_STEPS,
-            "assumptions": (f"one 48x2048 micro-batch per GPU (786,432 tokens/step); measured fwd+bwd + optimizer/{WORLD} "
-                            f"(sharded Muon) + fp32 gradient ring all-reduce at {NVLINK_BUS_GBPS:.0f} GB/s bus bandwidth, "
-                            "no overlap; an H200 step taken as an H100 step (same compute, 1.4x the memory bandwidth: "
-                            "memory-bound kernels make this optimistic)")}
+    return {
+        "step_ms_8gpu": step_ms,
+        "allreduce_ms": allreduce_ms,
+        "steps_in_588s": int(TRAIN_CLOCK_S * 1e3 / step_ms),
+        "records_steps": RECORD_STEPS,
+        "assumptions": (
+            f"one 48x2048 micro-batch per GPU (786,432 tokens/step); measured fwd+bwd + optimizer/{WORLD} "
+            f"(sharded Muon) + fp32 gradient ring all-reduce at {NVLINK_BUS_GBPS:.0f} GB/s bus bandwidth, "
+            "no overlap; an H200 step taken as an H100 step (same compute, 1.4x the memory bandwidth: "
+            "memory-bound kernels make this optimistic)"
+        ),
+    }
 
 
 # ---------------------------------------------------------------- driver
+
 
 def run_stage(args) -> int:
     import torch
@@ -706,8 +824,12 @@ def compile_cache_env(root: Path) -> dict:
     """One persistent compile cache for every stage (inductor's FX/AOT caches and Triton's); the
     compile stage gets a fresh one of its own, so whole-model compilation is measured cold."""
     cache = root / "compile-cache"
-    return {"TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"), "TRITON_CACHE_DIR": str(cache / "triton"),
-            "TORCHINDUCTOR_FX_GRAPH_CACHE": "1", "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}
+    return {
+        "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
+        "TRITON_CACHE_DIR": str(cache / "triton"),
+        "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
+        "TORCHINDUCTOR_AUTOGRAD_CACHE": "1",
+    }
 
 
 def skip_reason(name: str, args) -> str | None:
@@ -730,8 +852,11 @@ def drive(args, save) -> dict:
             out = work / f"{name}.json"
             out.unlink(missing_ok=True)
             cmd = stage_cmd(args, work) + ["--stage", name, "--result", str(out)] + (["--tiny"] if args.tiny else [])
-            background[name] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env),
-                                out, time.perf_counter())
+            background[name] = (
+                subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env),
+                out,
+                time.perf_counter(),
+            )
     for name in args.stages:
         if name in background:
             continue
@@ -756,8 +881,9 @@ def drive(args, save) -> dict:
             if proc.returncode == 0 and partial:
                 results[name] = partial
             else:
-                results[name] = dict(partial, status="failed", returncode=proc.returncode,
-                                     error=proc.stderr.strip().splitlines()[-3:])
+                results[name] = dict(
+                    partial, status="failed", returncode=proc.returncode, error=proc.stderr.strip().splitlines()[-3:]
+                )
         except subprocess.TimeoutExpired:
             partial = json.loads(out.read_text()) if out.is_file() else {}
             results[name] = dict(partial, status="timeout", limit_s=round(timeout, 1))
@@ -769,8 +895,11 @@ def drive(args, save) -> dict:
         try:
             _, err = proc.communicate(timeout=left)
             partial = json.loads(out.read_text()) if out.is_file() else {}
-            results[name] = partial if proc.returncode == 0 and partial else dict(
-                partial, status="failed", returncode=proc.returncode, error=err.strip().splitlines()[-3:])
+            results[name] = (
+                partial
+                if proc.returncode == 0 and partial
+                else dict(partial, status="failed", returncode=proc.returncode, error=err.strip().splitlines()[-3:])
+            )
         except subprocess.TimeoutExpired:
             proc.kill()
             partial = json.loads(out.read_text()) if out.is_file() else {}
@@ -810,7 +939,9 @@ def main() -> int:
     p.add_argument("--tiny", action="store_true", help="toy shapes (the CPU check that keeps this script alive)")
     p.add_argument("--out", type=Path, help="write the results as JSON here (rewritten after every stage)")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
-    p.add_argument("--scope", choices=("blocks", "model"), help="train.compile_scope of the step stage (preset's default)")
+    p.add_argument(
+        "--scope", choices=("blocks", "model"), help="train.compile_scope of the step stage (preset's default)"
+    )
     p.add_argument("--threads", type=int, default=1, help="CPU threads per stage")
     p.add_argument("--budget-scale", type=float, default=1.0, help="multiply every timeout and the 6-minute budget")
     p.add_argument("--work", help="work folder (compile cache, datasets); a fresh temporary one by default")
@@ -835,8 +966,10 @@ def main() -> int:
     print(table(results))
     proj = results["projection"]
     if proj:
-        print(f"projection: {proj['steps_in_588s']} frontier steps in {TRAIN_CLOCK_S:.0f} s on {WORLD}xH100 "
-              f"({proj['step_ms_8gpu']:.1f} ms/step; records {RECORD_STEPS[0]}-{RECORD_STEPS[1]}); {proj['assumptions']}")
+        print(
+            f"projection: {proj['steps_in_588s']} frontier steps in {TRAIN_CLOCK_S:.0f} s on {WORLD}xH100 "
+            f"({proj['step_ms_8gpu']:.1f} ms/step; records {RECORD_STEPS[0]}-{RECORD_STEPS[1]}); {proj['assumptions']}"
+        )
     return 0
 
 
