@@ -30,6 +30,8 @@ case "${1:-run}" in
     # torchao (the optional [gpu] extra: FP8 training) lets the FP8 conversion test run with CPU
     # emulation; --no-deps so it can never pull a second torch build
     "$PY" -c "import torchao" >/dev/null 2>&1 || "$PY" -m pip install --quiet --no-deps "torchao>=0.10"
+    "$VENV/bin/ruff" format --check --quiet src tests benchmarks   # formatter (line length 120)
+    "$VENV/bin/ruff" check --quiet src tests benchmarks            # linter
     exec "$PY" -m pytest -m "slow or not slow" "$@" ;;
   run) [ $# -gt 0 ] && shift; exec "$VENV/bin/pgolf" run "$@" ;;
   *) exec "$VENV/bin/pgolf" "$@" ;;

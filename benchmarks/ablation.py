@@ -39,8 +39,20 @@ def recipes() -> list[str]:
 
 
 if __name__ == "__main__":
-    args = ["bench", "proxy", "--recipes", ",".join(recipes()), "--budget", "150", "--set", "eval.val_max_tokens=262144",
-            "--data", str(SHARED / "fineweb_sample" / "sp1024"),
-            "--tokenizer", str(SHARED / "tokenizers" / "fineweb_1024_bpe.model"),
-            "--out", str(Path(__file__).resolve().parent / "results" / "ablation")]
+    args = [
+        "bench",
+        "proxy",
+        "--recipes",
+        ",".join(recipes()),
+        "--budget",
+        "150",
+        "--set",
+        "eval.val_max_tokens=262144",
+        "--data",
+        str(SHARED / "fineweb_sample" / "sp1024"),
+        "--tokenizer",
+        str(SHARED / "tokenizers" / "fineweb_1024_bpe.model"),
+        "--out",
+        str(Path(__file__).resolve().parent / "results" / "ablation"),
+    ]
     sys.exit(main(args + sys.argv[1:]))

@@ -105,18 +105,27 @@ def table(rows: list[dict]) -> str:
     lines = [head, "|" + "---|" * (3 + len(names))]
     totals = {k: 0.0 for k in ["raw", "brotli-11"] + names}
     for r in rows:
-        lines.append(f"| {r['stream']} | {r['raw']:,} | {r['brotli-11']:,} | "
-                     + " | ".join(f"{r[n] / r['brotli-11']:.3f}" for n in names) + " |")
+        lines.append(
+            f"| {r['stream']} | {r['raw']:,} | {r['brotli-11']:,} | "
+            + " | ".join(f"{r[n] / r['brotli-11']:.3f}" for n in names)
+            + " |"
+        )
         for k in totals:
             totals[k] += r[k]
-    lines.append(f"| all | {int(totals['raw']):,} | {int(totals['brotli-11']):,} | "
-                 + " | ".join(f"{totals[n] / totals['brotli-11']:.3f}" for n in names) + " |")
+    lines.append(
+        f"| all | {int(totals['raw']):,} | {int(totals['brotli-11']):,} | "
+        + " | ".join(f"{totals[n] / totals['brotli-11']:.3f}" for n in names)
+        + " |"
+    )
     mb = totals["raw"] / 1e6
     speed = {n: sum(r[n + "_s"] for r in rows) for n in ("brotli-11", "lzma-9e", "zstd-22", "ppmd-o6", "rans-o0")}
     lines.append("")
-    lines.append("encode seconds for these " + f"{mb:.2f} MB (x{36 / mb:.0f} for a 36 MB frontier payload): "
-                 + ", ".join(f"{k} {v:.2f}" for k, v in speed.items())
-                 + f"; rANS decode {sum(r['rans-o0_dec_s'] for r in rows):.2f}")
+    lines.append(
+        "encode seconds for these "
+        + f"{mb:.2f} MB (x{36 / mb:.0f} for a 36 MB frontier payload): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in speed.items())
+        + f"; rANS decode {sum(r['rans-o0_dec_s'] for r in rows):.2f}"
+    )
     return "\n".join(lines)
 
 
@@ -265,8 +274,10 @@ def frontier_like(seed: int = 0) -> dict[str, list[np.ndarray]]:
     torch.manual_seed(seed)  # StudentT samples from the global generator
     g = torch.Generator().manual_seed(seed)
     out: dict[str, list[np.ndarray]] = {}
-    shapes = {"attn (int6)": [(512, 512, 13.0), (256, 512, 13.0), (256, 512, 13.0), (512, 512, 13.0)],
-              "mlp (int6)": [(2048, 512, 11.5), (512, 2048, 11.5)]}
+    shapes = {
+        "attn (int6)": [(512, 512, 13.0), (256, 512, 13.0), (256, 512, 13.0), (512, 512, 13.0)],
+        "mlp (int6)": [(2048, 512, 11.5), (512, 2048, 11.5)],
+    }
     for group, mats in shapes.items():
         for rows, cols, k in mats:
             chan = torch.exp(0.5 * torch.randn(cols, generator=g))
@@ -286,8 +297,14 @@ def measure_groups(groups: dict[str, list[np.ndarray]]) -> list[dict]:
     for label, mats in groups.items():
         row: dict = {"stream": label, "raw": sum(q.size for q in mats)}
         t0 = time.perf_counter()
-        by_layout = [len(brotli.compress(b"".join(np.ascontiguousarray(f(q)).astype(np.int8).tobytes() for q in mats),
-                                          quality=11, lgwin=24)) for f in (lambda q: q, lambda q: q.T)]
+        by_layout = [
+            len(
+                brotli.compress(
+                    b"".join(np.ascontiguousarray(f(q)).astype(np.int8).tobytes() for q in mats), quality=11, lgwin=24
+                )
+            )
+            for f in (lambda q: q, lambda q: q.T)
+        ]
         row["brotli-11"], row["brotli-11_s"] = min(by_layout), (time.perf_counter() - t0) / 2
         data = b"".join(q.astype(np.int8).tobytes() for q in mats)
         row["rANS order-0"], row["rANS order-0_s"], row["rANS order-0_dec_s"] = rans_bytes(data)
@@ -297,27 +314,54 @@ def measure_groups(groups: dict[str, list[np.ndarray]]) -> list[dict]:
     return rows
 
 
-GROUP_COLS = ["rANS order-0", "ideal order-0", "ideal per-tensor order-0", "ideal abs left", "ideal abs above",
-              "ideal abs left, abs above", "ideal column class, stored", "ideal column class, adaptive",
-              "ideal column class adaptive + abs left", "range coder, column class adaptive"]
+GROUP_COLS = [
+    "rANS order-0",
+    "ideal order-0",
+    "ideal per-tensor order-0",
+    "ideal abs left",
+    "ideal abs above",
+    "ideal abs left, abs above",
+    "ideal column class, stored",
+    "ideal column class, adaptive",
+    "ideal column class adaptive + abs left",
+    "range coder, column class adaptive",
+]
 
 
 def group_table(title: str, rows: list[dict]) -> str:
     """One table of code groups, brotli-11 (best of row/column layout) = 1.000, with an int6 total."""
-    lines = [f"{title}", "", "| model | " + " | ".join(f"{r['stream']}" for r in rows) + " | all int6 | attn+MLP int6 |",
-             "|---|" + "---|" * (len(rows) + 2)]
+    lines = [
+        f"{title}",
+        "",
+        "| model | " + " | ".join(f"{r['stream']}" for r in rows) + " | all int6 | attn+MLP int6 |",
+        "|---|" + "---|" * (len(rows) + 2),
+    ]
     six = [r for r in rows if "int6" in r["stream"]]
     am = [r for r in six if r["stream"].startswith(("attn", "mlp"))]  # the frontier's int6 streams
-    lines.append("| symbols / brotli-11 bytes | " + " | ".join(f"{r['raw']:,} / {r['brotli-11']:,}" for r in rows)
-                 + "".join(f" | {sum(r['raw'] for r in g):,} / {sum(r['brotli-11'] for r in g):,}" for g in (six, am)) + " |")
+    lines.append(
+        "| symbols / brotli-11 bytes | "
+        + " | ".join(f"{r['raw']:,} / {r['brotli-11']:,}" for r in rows)
+        + "".join(f" | {sum(r['raw'] for r in g):,} / {sum(r['brotli-11'] for r in g):,}" for g in (six, am))
+        + " |"
+    )
     for c in GROUP_COLS:
-        lines.append(f"| {c} | " + " | ".join(f"{r[c] / r['brotli-11']:.4f}" for r in rows)
-                     + "".join(f" | {sum(r[c] for r in g) / max(sum(r['brotli-11'] for r in g), 1):.4f}" for g in (six, am)) + " |")
+        lines.append(
+            f"| {c} | "
+            + " | ".join(f"{r[c] / r['brotli-11']:.4f}" for r in rows)
+            + "".join(f" | {sum(r[c] for r in g) / max(sum(r['brotli-11'] for r in g), 1):.4f}" for g in (six, am))
+            + " |"
+        )
     mb = sum(r["raw"] for r in rows) / 1e6
-    sec = {k: sum(r[k] for r in rows) for k in ("brotli-11_s", "rANS order-0_s", "rANS order-0_dec_s", "colctx_s", "colctx_dec_s")}
-    lines += ["", f"seconds for these {mb:.2f} M symbols (x{36 / mb:.0f} for 36 MB): brotli-11 encode {sec['brotli-11_s']:.2f}; "
-              f"rANS order-0 encode {sec['rANS order-0_s']:.3f} / decode {sec['rANS order-0_dec_s']:.3f}; "
-              f"column-class range coder encode {sec['colctx_s']:.2f} / decode {sec['colctx_dec_s']:.2f} (row-by-row loop)"]
+    sec = {
+        k: sum(r[k] for r in rows)
+        for k in ("brotli-11_s", "rANS order-0_s", "rANS order-0_dec_s", "colctx_s", "colctx_dec_s")
+    }
+    lines += [
+        "",
+        f"seconds for these {mb:.2f} M symbols (x{36 / mb:.0f} for 36 MB): brotli-11 encode {sec['brotli-11_s']:.2f}; "
+        f"rANS order-0 encode {sec['rANS order-0_s']:.3f} / decode {sec['rANS order-0_dec_s']:.3f}; "
+        f"column-class range coder encode {sec['colctx_s']:.2f} / decode {sec['colctx_dec_s']:.2f} (row-by-row loop)",
+    ]
     return "\n".join(lines)
 
 

@@ -40,7 +40,9 @@ def main() -> int:
             return pack(quantize(state, groups, qc), asdict(cfg.model), qc, Path(tmp) / "a.pglf").bytes
 
     base, base_pred = measured(q), predict_table(cfg.model, layout, q).artifact_bytes
-    print(f"| lever | measured bytes | planner bytes |\n|---|---|---|\n| base (k as configured) | {base:,} | {base_pred:,} |")
+    print(
+        f"| lever | measured bytes | planner bytes |\n|---|---|---|\n| base (k as configured) | {base:,} | {base_pred:,} |"
+    )
     for group in ("attn", "mlp", "embed", "hash"):
         field = f"{group}_clip_sigmas"
         moved = replace(q, **{field: getattr(q, field) + STEP})

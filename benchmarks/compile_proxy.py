@@ -29,10 +29,32 @@ PRESETS = ("naive-baseline-cpu-proxy", "frontier-cpu-proxy")
 def run_once(preset: str, compile_: str, budget: float, threads: int, work: Path, tag: str) -> dict:
     data = SHARED / "fineweb_sample" / "sp1024"
     run_id = f"{preset}-{compile_}-{tag}"
-    cmd = [sys.executable, "-m", "pgolf", "train", "--preset", preset, "--data", str(data),
-           "--tokenizer", str(SHARED / "tokenizers" / "fineweb_1024_bpe.model"), "--run-id", run_id,
-           "--out-dir", str(work / "runs"), "--max-wallclock-seconds", str(budget), "--val-max-tokens", "65536",
-           "--set", f"compile={compile_}", "--set", f"threads={threads}", "--set", "eval.final_sliding=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pgolf",
+        "train",
+        "--preset",
+        preset,
+        "--data",
+        str(data),
+        "--tokenizer",
+        str(SHARED / "tokenizers" / "fineweb_1024_bpe.model"),
+        "--run-id",
+        run_id,
+        "--out-dir",
+        str(work / "runs"),
+        "--max-wallclock-seconds",
+        str(budget),
+        "--val-max-tokens",
+        "65536",
+        "--set",
+        f"compile={compile_}",
+        "--set",
+        f"threads={threads}",
+        "--set",
+        "eval.final_sliding=false",
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -42,9 +64,16 @@ def run_once(preset: str, compile_: str, budget: float, threads: int, work: Path
     stop = re.search(r"stopping_early: wallclock_cap train_time:(\d+)ms step:(\d+)", log)
     final = re.findall(r"^step:\d+/\d+ val_loss:[0-9.]+ val_bpb:([0-9.]+)", log, re.M)
     graphs = re.search(r"compile:graphs_in_timed_loop:(\d+)", log)
-    return {"preset": preset, "compile": compile_, "steps": int(stop.group(2)), "train_ms": int(stop.group(1)),
-            "step_ms": int(stop.group(1)) / int(stop.group(2)), "val_bpb": float(final[-1]), "wall_s": wall,
-            "graphs_in_timed_loop": int(graphs.group(1)) if graphs else None}
+    return {
+        "preset": preset,
+        "compile": compile_,
+        "steps": int(stop.group(2)),
+        "train_ms": int(stop.group(1)),
+        "step_ms": int(stop.group(1)) / int(stop.group(2)),
+        "val_bpb": float(final[-1]),
+        "wall_s": wall,
+        "graphs_in_timed_loop": int(graphs.group(1)) if graphs else None,
+    }
 
 
 def main() -> None:
@@ -64,8 +93,10 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
                     rows.append(row)
     for preset in args.presets:
-        steps = {c: statistics.median(r["steps"] for r in rows if r["preset"] == preset and r["compile"] == c)
-                 for c in ("off", "on")}
+        steps = {
+            c: statistics.median(r["steps"] for r in rows if r["preset"] == preset and r["compile"] == c)
+            for c in ("off", "on")
+        }
         print(f"{preset}: steps off {steps['off']} on {steps['on']} ratio {steps['on'] / steps['off']:.2f}")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")

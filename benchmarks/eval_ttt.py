@@ -30,9 +30,30 @@ H100_BF16 = 989e12
 
 def train(args) -> Path:
     run_id = f"eval_ttt_{int(time.time())}"
-    cmd = [sys.executable, "-m", "pgolf", "train", "--preset", args.preset, "--max-wallclock-seconds", str(args.budget),
-           "--run-id", run_id, "--data", args.data, "--tokenizer", args.tokenizer, "--set", f"threads={args.threads}",
-           "--set", "eval.ttt=false", "--set", "eval.tilt_order=0", "--set", "eval.final_sliding=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pgolf",
+        "train",
+        "--preset",
+        args.preset,
+        "--max-wallclock-seconds",
+        str(args.budget),
+        "--run-id",
+        run_id,
+        "--data",
+        args.data,
+        "--tokenizer",
+        args.tokenizer,
+        "--set",
+        f"threads={args.threads}",
+        "--set",
+        "eval.ttt=false",
+        "--set",
+        "eval.tilt_order=0",
+        "--set",
+        "eval.final_sliding=false",
+    ]
     subprocess.run(cmd, check=True, cwd=args.out, stdout=subprocess.DEVNULL)
     return next((args.out / "runs" / run_id).glob("final_model.*.pglf"))
 
@@ -75,14 +96,32 @@ def run(args) -> dict:
     model.eval()
     val = load_val_data(cfg, resolve_data(cfg, RunLog(None, master=False)))
     rows = []
-    res = {"preset": args.preset, "artifact": str(args.artifact), "threads": args.threads, "rows": rows,
-           "eval_config": dict(vars(cfg.eval)), "projection": projection(val)}
+    res = {
+        "preset": args.preset,
+        "artifact": str(args.artifact),
+        "threads": args.threads,
+        "rows": rows,
+        "eval_config": dict(vars(cfg.eval)),
+        "projection": projection(val),
+    }
 
     def record(name, score, secs, extra=None):
-        rows.append({"method": name, "val_bpb": score.val_bpb, "val_loss": score.val_loss, "tokens": score.tokens,
-                     "bytes": score.bytes, "seconds": secs, "tokens_per_s": score.tokens / secs, **(extra or {})})
+        rows.append(
+            {
+                "method": name,
+                "val_bpb": score.val_bpb,
+                "val_loss": score.val_loss,
+                "tokens": score.tokens,
+                "bytes": score.bytes,
+                "seconds": secs,
+                "tokens_per_s": score.tokens / secs,
+                **(extra or {}),
+            }
+        )
         print(f"{name:>12}  val_bpb {score.val_bpb:.4f}  {secs:7.1f} s  {score.tokens / secs:9.0f} tok/s", flush=True)
-        (args.out / "results.json").write_text(json.dumps(res, indent=2, default=str) + "\n")  # kept if a later one fails
+        (args.out / "results.json").write_text(
+            json.dumps(res, indent=2, default=str) + "\n"
+        )  # kept if a later one fails
 
     T = cfg.train.train_seq_len
     for name, win, stride in [("nonoverlap", T, 0), ("sliding", cfg.eval.eval_seq_len or T, cfg.eval.stride)]:
@@ -91,8 +130,12 @@ def run(args) -> dict:
         record(name, s, time.perf_counter() - t0)
     for name, e in methods(cfg):
         res = evaluate_documents(model, val.tokens, val.tables, e, T, cfg.model.bos_id, log=lambda line: None)
-        record(name, res.score, res.seconds["total"], {"split_s": res.seconds, "predicted_s": res.predicted_s,
-                                                        "tilted": res.tilted})
+        record(
+            name,
+            res.score,
+            res.seconds["total"],
+            {"split_s": res.seconds, "predicted_s": res.predicted_s, "tilted": res.tilted},
+        )
     return res
 
 
@@ -118,13 +161,23 @@ def projection(val) -> dict:
     mfu = 0.25
     glob_tokens = 2_500 / docs_full * 47_851_520 / 8
     seconds = (ttt_tokens + glob_tokens) * per_token / (H100_BF16 * mfu)
-    return {"ttt_padded_tokens_per_rank": ttt_tokens, "global_tokens_per_rank": glob_tokens,
-            "flops_per_token_fwd": f.per_token_forward, "assumed_mfu": mfu, "seconds_8xH100": seconds,
-            "assumptions": ["doc lengths of the 901-document sample, scaled to sp8192 by 47,851,520/62,021,846 "
-                            "tokens and to 50,000 documents", "fwd+bwd = 3x forward FLOPs (an upper bound: the "
-                            "adapters' backward skips the base weight gradients, ~2x forward)", "25% of 989 TFLOP/s bf16 per GPU "
-                            "(records' training runs at 25-37%; TTT's small chunked batches are assumed lower)",
-                            "tilt precompute and scoring-only overheads not included", "8 ranks share documents by tokens"]}
+    return {
+        "ttt_padded_tokens_per_rank": ttt_tokens,
+        "global_tokens_per_rank": glob_tokens,
+        "flops_per_token_fwd": f.per_token_forward,
+        "assumed_mfu": mfu,
+        "seconds_8xH100": seconds,
+        "assumptions": [
+            "doc lengths of the 901-document sample, scaled to sp8192 by 47,851,520/62,021,846 "
+            "tokens and to 50,000 documents",
+            "fwd+bwd = 3x forward FLOPs (an upper bound: the "
+            "adapters' backward skips the base weight gradients, ~2x forward)",
+            "25% of 989 TFLOP/s bf16 per GPU "
+            "(records' training runs at 25-37%; TTT's small chunked batches are assumed lower)",
+            "tilt precompute and scoring-only overheads not included",
+            "8 ranks share documents by tokens",
+        ],
+    }
 
 
 def projection_from_data(args) -> dict:
@@ -141,12 +194,16 @@ def table(res: dict) -> str:
     base = next(r for r in res["rows"] if r["method"] == "sliding")["val_bpb"]
     lines = ["| method | val_bpb | vs sliding | eval s | scored tok/s |", "|---|---|---|---|---|"]
     for r in res["rows"]:
-        lines.append(f"| {r['method']} | {r['val_bpb']:.4f} | {r['val_bpb'] - base:+.4f} | {r['seconds']:.1f} | "
-                     f"{r['tokens_per_s']:,.0f} |")
+        lines.append(
+            f"| {r['method']} | {r['val_bpb']:.4f} | {r['val_bpb'] - base:+.4f} | {r['seconds']:.1f} | "
+            f"{r['tokens_per_s']:,.0f} |"
+        )
     p = res["projection"]
     lines.append("")
-    lines.append(f"frontier TTT eval on 8xH100, projected: {p['seconds_8xH100']:.0f} s "
-                 f"({p['ttt_padded_tokens_per_rank']:.3g} padded TTT tokens/rank at {p['assumed_mfu']:.0%} MFU)")
+    lines.append(
+        f"frontier TTT eval on 8xH100, projected: {p['seconds_8xH100']:.0f} s "
+        f"({p['ttt_padded_tokens_per_rank']:.3g} padded TTT tokens/rank at {p['assumed_mfu']:.0%} MFU)"
+    )
     return "\n".join(lines)
 
 

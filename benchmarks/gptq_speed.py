@@ -55,16 +55,21 @@ def time_one(out_f: int, in_f: int, repeats: int) -> dict:
         times.append(time.perf_counter() - t0)
     err_gptq = output_error(w, dequantize_rows(codes, scale), h)
     err_rtn = output_error(w, dequantize_rows(rtn_codes(w, scale, BITS), scale), h)
-    return {"shape": [out_f, in_f], "seconds": min(times), "all_seconds": times,
-            "err_gptq_over_rtn": err_gptq / err_rtn}
+    return {
+        "shape": [out_f, in_f],
+        "seconds": min(times),
+        "all_seconds": times,
+        "err_gptq_over_rtn": err_gptq / err_rtn,
+    }
 
 
 def frontier_total(rows: list[dict]) -> float:
     """Seconds of GPTQ over the frontier's quantized matrices, from the per-shape times."""
     cfg = frontier()
     secs = {tuple(r["shape"]): r["seconds"] for r in rows}
-    shapes = [shape for shape, group in quant_layout(cfg.model).values()
-              if treatment(group, shape, True, cfg.quant) == "intq"]
+    shapes = [
+        shape for shape, group in quant_layout(cfg.model).values() if treatment(group, shape, True, cfg.quant) == "intq"
+    ]
     missing = {s for s in shapes if s not in secs}
     if missing:
         raise SystemExit(f"no timing for frontier shapes {sorted(missing)}")
@@ -93,8 +98,13 @@ def main() -> None:
         print(f"{r['shape'][0]}x{r['shape'][1]}: {r['seconds']:.3f} s  err(gptq)/err(rtn) {r['err_gptq_over_rtn']:.4f}")
     total = frontier_total(rows)
     print(f"frontier_total_s: {total:.1f} (GPTQ of every quantized matrix of the frontier preset, one process)")
-    out = {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__, "rows": rows,
-           "frontier_total_s": total}
+    out = {
+        "cpu": cpu_name(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "rows": rows,
+        "frontier_total_s": total,
+    }
     if args.out:
         with open(args.out, "w") as f:
             json.dump(out, f, indent=2)

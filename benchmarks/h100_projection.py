@@ -28,8 +28,10 @@ RECORD_STEPS, RECORD_MS, RECORD_CLOCK_S = 4931, 121.7, 600.0  # PR #1855 (4,931 
 def phase_flops(tokens: int, seq: int) -> tuple[float, float]:
     """Training FLOPs of one optimizer step with recurrence off and on (all 8 GPUs)."""
     m = frontier().model
-    return (flops_per_token(m, seq, False).per_token_train * tokens,
-            flops_per_token(m, seq, True).per_token_train * tokens)
+    return (
+        flops_per_token(m, seq, False).per_token_train * tokens,
+        flops_per_token(m, seq, True).per_token_train * tokens,
+    )
 
 
 def steps_in(clock_s: float, frac_on: float, ms_off: float, ms_on: float) -> float:
@@ -64,10 +66,19 @@ def main() -> None:
     ms_off, ms_on = step_ms(f_off, mfu, args.overhead_ms), step_ms(f_on, mfu, args.overhead_ms)
     steps = steps_in(clock, frac_on, ms_off, ms_on)
     need = mfu * args.target / steps if args.overhead_ms == 0 else None
-    out = {"tflop_per_step_recurrence_off": f_off / 1e12, "tflop_per_step_recurrence_on": f_on / 1e12,
-           "records_mfu": rec, "mfu": mfu, "clock_s": clock, "ms_per_step_off": ms_off, "ms_per_step_on": ms_on,
-           "mean_ms_per_step": 1000 * clock / steps, "steps": steps, "target": args.target,
-           "mfu_for_target": need}
+    out = {
+        "tflop_per_step_recurrence_off": f_off / 1e12,
+        "tflop_per_step_recurrence_on": f_on / 1e12,
+        "records_mfu": rec,
+        "mfu": mfu,
+        "clock_s": clock,
+        "ms_per_step_off": ms_off,
+        "ms_per_step_on": ms_on,
+        "mean_ms_per_step": 1000 * clock / steps,
+        "steps": steps,
+        "target": args.target,
+        "mfu_for_target": need,
+    }
     print(json.dumps(out, indent=1))
 
 

@@ -34,7 +34,9 @@ LR, MOMENTUM, NS_STEPS = 0.02, 0.95, 5
 
 def shapes(layers: int, dim: int) -> list[tuple[int, int]]:
     kv = dim // 2
-    return [s for _ in range(layers) for s in ((dim, dim), (kv, dim), (kv, dim), (dim, dim), (4 * dim, dim), (dim, 4 * dim))]
+    return [
+        s for _ in range(layers) for s in ((dim, dim), (kv, dim), (kv, dim), (dim, dim), (4 * dim, dim), (dim, 4 * dim))
+    ]
 
 
 def orthogonal_update(g: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
@@ -108,12 +110,20 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         res_path = os.path.join(tmp, "res.json")
-        mp.spawn(_worker, args=(args.world, os.path.join(tmp, "init"), res_path, args.layers, args.dim, args.steps),
-                 nprocs=args.world)
+        mp.spawn(
+            _worker,
+            args=(args.world, os.path.join(tmp, "init"), res_path, args.layers, args.dim, args.steps),
+            nprocs=args.world,
+        )
         res = json.load(open(res_path))
-    res = {"layers": args.layers, "dim": args.dim, "world": args.world, "seconds_per_step": res,
-           "sharded_vs_replicated": res["replicated"] / res["sharded"],
-           "sharded_vs_round_robin": res["round_robin"] / res["sharded"]}
+    res = {
+        "layers": args.layers,
+        "dim": args.dim,
+        "world": args.world,
+        "seconds_per_step": res,
+        "sharded_vs_replicated": res["replicated"] / res["sharded"],
+        "sharded_vs_round_robin": res["round_robin"] / res["sharded"],
+    }
     print(json.dumps(res, indent=1))
     if args.out:
         with open(args.out, "w") as f:

@@ -36,8 +36,11 @@ def load_run(run_dir: Path):
     """The run's config (options this code version does not know are skipped) and weights."""
     saved = json.loads((run_dir / "config.json").read_text())
     cfg = get_preset(saved["preset"])
-    known = {k: ({f: x for f, x in v.items() if hasattr(getattr(cfg, k), f)} if isinstance(v, dict) else v)
-             for k, v in saved.items() if hasattr(cfg, k)}
+    known = {
+        k: ({f: x for f, x in v.items() if hasattr(getattr(cfg, k), f)} if isinstance(v, dict) else v)
+        for k, v in saved.items()
+        if hasattr(cfg, k)
+    }
     apply_mapping(cfg, known, str(run_dir / "config.json"))
     model = GPT(cfg.model)
     model.load_state_dict(load_file(str(run_dir / "final_model.safetensors")), strict=True)

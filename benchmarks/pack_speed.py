@@ -50,9 +50,14 @@ def main() -> None:
         t0 = time.perf_counter()
         res = pack(qs, asdict(cfg.model), cfg.quant, Path(tmp) / "a.pglf")
         secs = time.perf_counter() - t0
-    out = {"pack_s": secs, "bytes": res.bytes, "payload": res.payload_bytes, "codec": res.codec,
-           "streams": [(s.label, s.transform, s.codec, s.raw, s.stored) for s in res.streams],
-           "sampled": list(getattr(res, "sampled", []))}
+    out = {
+        "pack_s": secs,
+        "bytes": res.bytes,
+        "payload": res.payload_bytes,
+        "codec": res.codec,
+        "streams": [(s.label, s.transform, s.codec, s.raw, s.stored) for s in res.streams],
+        "sampled": list(getattr(res, "sampled", [])),
+    }
     print(json.dumps(out, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1) + "\n")

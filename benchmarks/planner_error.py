@@ -70,10 +70,14 @@ def run_row(run: Path) -> str | None:
     betas, kurt = weight_betas(state, groups, cfg.quant), kurtosis_by_group(state, groups, cfg)
     summary = json.loads((run / "summary.json").read_text()).get("summary", {})
     err = lambda p: f"{p:,} ({(p - measured) / measured:+.2%})"  # noqa: E731
-    return (f"| {run.name} | {cfg.train.muon_weight_decay:g} | {summary.get('steps', '?')} | {measured:,} | {err(point)} | "
-            f"{err(weights)} | {err(from_art)} | {low:,}-{high:,} {'in' if low <= measured <= high else 'OUT'} | "
-            + " / ".join(f"{betas.get(g, float('nan')):.2f}" for g in GROUPS) + " | "
-            + " / ".join(f"{kurt.get(g, float('nan')):.2f}" for g in GROUPS) + f" | {rms_of(state, groups):.4f} |")
+    return (
+        f"| {run.name} | {cfg.train.muon_weight_decay:g} | {summary.get('steps', '?')} | {measured:,} | {err(point)} | "
+        f"{err(weights)} | {err(from_art)} | {low:,}-{high:,} {'in' if low <= measured <= high else 'OUT'} | "
+        + " / ".join(f"{betas.get(g, float('nan')):.2f}" for g in GROUPS)
+        + " | "
+        + " / ".join(f"{kurt.get(g, float('nan')):.2f}" for g in GROUPS)
+        + f" | {rms_of(state, groups):.4f} |"
+    )
 
 
 def record_beta(target: int) -> float:
@@ -96,19 +100,25 @@ def record_rows() -> list[str]:
     rows = []
     for seed, total in RECORD_1855.items():
         model = total - RECORD_1855_CODE
-        rows.append(f"| PR #1855 seed {seed} (published{'' if seed == '42' else ', code derived'}) | 0.095 | ~4,930 | "
-                    f"{model:,} | {point:,} ({(point - model) / model:+.2%}) | - (weights not published) | - | "
-                    f"{low:,}-{high:,} {'in' if low <= model <= high else 'OUT'} | "
-                    f"{record_beta(model):.3f} (back-solved, all groups) | - | - |")
+        rows.append(
+            f"| PR #1855 seed {seed} (published{'' if seed == '42' else ', code derived'}) | 0.095 | ~4,930 | "
+            f"{model:,} | {point:,} ({(point - model) / model:+.2%}) | - (weights not published) | - | "
+            f"{low:,}-{high:,} {'in' if low <= model <= high else 'OUT'} | "
+            f"{record_beta(model):.3f} (back-solved, all groups) | - | - |"
+        )
     return rows
 
 
 def planner_table(runs: list[Path]) -> list[str]:
     """The markdown table: one row per run folder (skipping int8 runs), then PR #1855's seeds."""
-    return ["| run | Muon wd | steps | measured bytes | point estimate (err) | from raw weights (err) | "
-            "from the artifact's weights (err) | range low-high | effective beta attn / mlp / embed / hash | "
-            "kurtosis attn / mlp / embed / hash | RMS attn+mlp |", "|---|---|---|---|---|---|---|---|---|---|---|",
-            *[r for r in map(run_row, runs) if r], *record_rows()]
+    return [
+        "| run | Muon wd | steps | measured bytes | point estimate (err) | from raw weights (err) | "
+        "from the artifact's weights (err) | range low-high | effective beta attn / mlp / embed / hash | "
+        "kurtosis attn / mlp / embed / hash | RMS attn+mlp |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *[r for r in map(run_row, runs) if r],
+        *record_rows(),
+    ]
 
 
 def main() -> int:

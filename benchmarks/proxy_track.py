@@ -16,9 +16,16 @@ from pathlib import Path
 from pgolf.cli.main import main
 
 SHARED = Path(os.environ.get("PGOLF_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-DEFAULTS = ["bench", "proxy", "--data", str(SHARED / "fineweb_sample" / "sp1024"),
-            "--tokenizer", str(SHARED / "tokenizers" / "fineweb_1024_bpe.model"),
-            "--out", str(Path(__file__).resolve().parent / "results" / "proxy")]
+DEFAULTS = [
+    "bench",
+    "proxy",
+    "--data",
+    str(SHARED / "fineweb_sample" / "sp1024"),
+    "--tokenizer",
+    str(SHARED / "tokenizers" / "fineweb_1024_bpe.model"),
+    "--out",
+    str(Path(__file__).resolve().parent / "results" / "proxy"),
+]
 
 if __name__ == "__main__":
     sys.exit(main(DEFAULTS + sys.argv[1:]))

@@ -30,19 +30,27 @@ PRESETS = ("frontier", "frontier-cpu-proxy", "naive-baseline")
 
 def previous_exporter_bytes(readable: str) -> int:
     """What the exporter shipped before specialisation: unspecialised bundle, globals not renamed."""
-    import brotli
     import lzma
 
+    import brotli
     import python_minifier
 
-    src = python_minifier.minify(readable, remove_literal_statements=True, rename_globals=False, rename_locals=True).encode()
-    return min(len(lzma.compress(src, preset=9 | lzma.PRESET_EXTREME)), len(brotli.compress(src, quality=11, lgwin=24))) + 170
+    src = python_minifier.minify(
+        readable, remove_literal_statements=True, rename_globals=False, rename_locals=True
+    ).encode()
+    return (
+        min(len(lzma.compress(src, preset=9 | lzma.PRESET_EXTREME)), len(brotli.compress(src, quality=11, lgwin=24)))
+        + 170
+    )
 
 
 def export_section() -> list[str]:
-    lines = ["## Exported train_gpt.py bytes (literal file size)", "",
-             "| preset | before (reachable defs, globals kept) | + renamed globals | specialised to the config (shipped) | top-level defs before -> after | export s |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "## Exported train_gpt.py bytes (literal file size)",
+        "",
+        "| preset | before (reachable defs, globals kept) | + renamed globals | specialised to the config (shipped) | top-level defs before -> after | export s |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in PRESETS:
         cfg = submission_config(get_preset(name))
         plain = readable_bundle(cfg)
@@ -51,8 +59,10 @@ def export_section() -> list[str]:
         shipped = len(compact_bytes(special))
         secs = time.perf_counter() - t0
         defs = [len(ast.parse(x).body) for x in (plain, special)]
-        lines.append(f"| {name} | ~{previous_exporter_bytes(plain):,} | {len(compact_bytes(plain)):,} | **{shipped:,}** | "
-                     f"{defs[0]} -> {defs[1]} | {secs:.1f} |")
+        lines.append(
+            f"| {name} | ~{previous_exporter_bytes(plain):,} | {len(compact_bytes(plain)):,} | **{shipped:,}** | "
+            f"{defs[0]} -> {defs[1]} | {secs:.1f} |"
+        )
     lines.append("\n(before: the stub's ~170 bytes added to the compressed size)")
     return lines
 
@@ -60,8 +70,11 @@ def export_section() -> list[str]:
 def coder_section(artifact: Path) -> list[str]:
     from bench_coders import code_groups, group_table, measure_groups
 
-    return ["## Coders per stream group", "", group_table(f"{artifact}; bytes relative to brotli-11 = 1.000:",
-                                                       measure_groups(code_groups(artifact)))]
+    return [
+        "## Coders per stream group",
+        "",
+        group_table(f"{artifact}; bytes relative to brotli-11 = 1.000:", measure_groups(code_groups(artifact))),
+    ]
 
 
 def _summary(run: Path) -> dict:
@@ -77,10 +90,15 @@ def _refusal(run: Path) -> str:
 
 def capfit_section(base: Path, fits: list[Path]) -> list[str]:
     b = _summary(base)
-    lines = ["## Cap fitting on deliberately oversize proxy runs", "",
-             "| run | target bytes | artifact before -> after | pruned +-1 codes | LQER dropped | packs | roundtrip val_bpb | gap added | result |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    lines.append(f"| {base.name} (no target) | - | {b['artifact_bytes']:,} | - | - | 1 | {b['roundtrip']['val_bpb']:.5f} | - | natural size |")
+    lines = [
+        "## Cap fitting on deliberately oversize proxy runs",
+        "",
+        "| run | target bytes | artifact before -> after | pruned +-1 codes | LQER dropped | packs | roundtrip val_bpb | gap added | result |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines.append(
+        f"| {base.name} (no target) | - | {b['artifact_bytes']:,} | - | - | 1 | {b['roundtrip']['val_bpb']:.5f} | - | natural size |"
+    )
     for run in fits:
         s = _summary(run) if (run / "summary.json").is_file() else None
         if s is None:
@@ -89,9 +107,11 @@ def capfit_section(base: Path, fits: list[Path]) -> list[str]:
         fit = s.get("cap_fit") or {}
         frac = fit.get("pruned", 0) / max(fit.get("quantized_weights", 0), 1)
         gap = s["roundtrip"]["val_bpb"] - b["roundtrip"]["val_bpb"]
-        lines.append(f"| {run.name} | {fit.get('target', 0):,} | {fit.get('bytes_before', 0):,} -> {s['artifact_bytes']:,} | "
-                     f"{fit.get('pruned', 0):,} ({frac:.2%}) | {len(fit.get('lqer_dropped', []))} | "
-                     f"{len(fit.get('trials', []))} | {s['roundtrip']['val_bpb']:.5f} | {gap:+.5f} | fits |")
+        lines.append(
+            f"| {run.name} | {fit.get('target', 0):,} | {fit.get('bytes_before', 0):,} -> {s['artifact_bytes']:,} | "
+            f"{fit.get('pruned', 0):,} ({frac:.2%}) | {len(fit.get('lqer_dropped', []))} | "
+            f"{len(fit.get('trials', []))} | {s['roundtrip']['val_bpb']:.5f} | {gap:+.5f} | fits |"
+        )
     return lines
 
 

@@ -33,8 +33,15 @@ SHARED = Path(os.environ.get("PGOLF_SHARED_DATA") or Path(__file__).resolve().pa
 PGOLF_DIR = str(Path(pgolf.__file__).parent)
 STEPS, LOGGED = 40, 10
 TENSOR_SYNCS = ("item", "tolist", "cpu", "__float__", "__int__", "__bool__")
-COLLECTIVES = ("all_reduce", "broadcast", "all_gather_into_tensor", "all_gather_single", "reduce_scatter_tensor",
-               "reduce_scatter_single", "barrier")
+COLLECTIVES = (
+    "all_reduce",
+    "broadcast",
+    "all_gather_into_tensor",
+    "all_gather_single",
+    "reduce_scatter_tensor",
+    "reduce_scatter_single",
+    "barrier",
+)
 
 
 def config():
@@ -107,12 +114,16 @@ def summary(c: Counts) -> dict:
     for s in range(LOGGED + 1, STEPS):
         kinds.update(c.by_step.get(s, Counter()))
     host = set(TENSOR_SYNCS) | {"synchronize", "sync_device"}
-    return {"steps": STEPS, "calls_per_unlogged_step": sum(quiet) / len(quiet), "calls_per_logged_step": sum(logged) / len(logged),
-            "host_syncs_per_unlogged_step": sum(v for k, v in kinds.items() if k in host) / len(quiet),
-            "collectives_per_unlogged_step": sum(v for k, v in kinds.items() if k not in host) / len(quiet),
-            "unlogged_kinds_per_step": {k: v / len(quiet) for k, v in kinds.items()},
-            "last_step": dict(c.by_step.get(STEPS, Counter())),
-            "total_in_loop": sum(sum(v.values()) for v in c.by_step.values())}
+    return {
+        "steps": STEPS,
+        "calls_per_unlogged_step": sum(quiet) / len(quiet),
+        "calls_per_logged_step": sum(logged) / len(logged),
+        "host_syncs_per_unlogged_step": sum(v for k, v in kinds.items() if k in host) / len(quiet),
+        "collectives_per_unlogged_step": sum(v for k, v in kinds.items() if k not in host) / len(quiet),
+        "unlogged_kinds_per_step": {k: v / len(quiet) for k, v in kinds.items()},
+        "last_step": dict(c.by_step.get(STEPS, Counter())),
+        "total_in_loop": sum(sum(v.values()) for v in c.by_step.values()),
+    }
 
 
 def worker(out: str) -> None:
@@ -136,8 +147,21 @@ def main() -> None:
         worker(args.out)
     else:
         env = dict(os.environ, OMP_NUM_THREADS="1")
-        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.world}",
-                        __file__, "--worker", "--out", args.out], check=True, env=env)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={args.world}",
+                __file__,
+                "--worker",
+                "--out",
+                args.out,
+            ],
+            check=True,
+            env=env,
+        )
     res = json.loads(Path(f"{args.out}.rank0").read_text())
     print(json.dumps(res, indent=1))
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")

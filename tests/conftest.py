@@ -14,8 +14,10 @@ from pgolf.core.config import RunConfig
 from pgolf.core.presets import naive_baseline
 
 TINY_VOCAB = 320
-TINY_WORDS = ("the cat sat on a mat while golf scores fell 42 times; café naïve über ½ "
-              "tokens compress bytes and models learn words from documents").split()
+TINY_WORDS = (
+    "the cat sat on a mat while golf scores fell 42 times; café naïve über ½ "
+    "tokens compress bytes and models learn words from documents"
+).split()
 
 
 def shared_data_dir() -> Path:

@@ -71,7 +71,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(n)
         for d in sorted(graph[n]):
             if state.get(d) == 1:
-                return stack[stack.index(d):] + [d]
+                return stack[stack.index(d) :] + [d]
             if d not in state and (found := visit(d)):
                 return found
         stack.pop()
@@ -85,8 +85,12 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_every_module_sits_in_a_layer_and_no_import_runs_upward():
-    upward = [f"{m} (layer {LAYERS[layer(m)] if 0 <= layer(m) < len(LAYERS) else m}) imports {d}"
-              for m, deps in import_graph().items() for d in sorted(deps) if layer(d) > layer(m)]
+    upward = [
+        f"{m} (layer {LAYERS[layer(m)] if 0 <= layer(m) < len(LAYERS) else m}) imports {d}"
+        for m, deps in import_graph().items()
+        for d in sorted(deps)
+        if layer(d) > layer(m)
+    ]
     assert not upward, "upward imports:\n" + "\n".join(upward)
 
 

@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from pgolf.core.config import ModelConfig, QuantConfig
+from pgolf.model.gpt import GPT
+from pgolf.model.inventory import quant_groups_for
 from pgolf.quant.container import (
     ARTIFACT_MAGIC,
     PREFIX,
@@ -24,9 +27,6 @@ from pgolf.quant.container import (
     read_header,
     write_artifact,
 )
-from pgolf.core.config import ModelConfig, QuantConfig
-from pgolf.model.gpt import GPT
-from pgolf.model.inventory import quant_groups_for
 from pgolf.quant.pack import pack, unpack
 from pgolf.quant.schemes import dequantize, quantize
 
@@ -43,8 +43,11 @@ def sample_arrays() -> dict[str, np.ndarray]:
 
 
 def sample_blob() -> bytes:
-    streams = [Stream("auto", ["codes"], ("none", "bitpack4"), "q"), Stream("zlib", ["scales"], ("none", "shuffle2"), "fp16"),
-               Stream("raw", ["ctrl", "ids", "flag"], ("none",), "other")]
+    streams = [
+        Stream("auto", ["codes"], ("none", "bitpack4"), "q"),
+        Stream("zlib", ["scales"], ("none", "shuffle2"), "fp16"),
+        Stream("raw", ["ctrl", "ids", "flag"], ("none",), "other"),
+    ]
     return encode_artifact(sample_arrays(), {"note": "test"}, streams)
 
 
@@ -59,7 +62,9 @@ def test_roundtrip_bit_exact_and_deterministic():
 
 
 def test_report_lists_every_candidate():
-    _, reports = encode_artifact_report(sample_arrays(), {}, [Stream("auto", list(sample_arrays()), ("none", "shuffle2"), "all")])
+    _, reports = encode_artifact_report(
+        sample_arrays(), {}, [Stream("auto", list(sample_arrays()), ("none", "shuffle2"), "all")]
+    )
     assert len(reports[0].trials) == 8 and reports[0].stored == min(reports[0].trials.values())
 
 
@@ -97,9 +102,11 @@ def test_version_1_files_still_load():
     import hashlib
 
     blob = zlib.compress(raw.tobytes(), 9)
-    header = {"meta": {"v": 1}, "streams": [{"codec": "zlib", "n": len(blob), "raw": raw.nbytes,
-                                              "sha256": hashlib.sha256(blob).hexdigest()}],
-              "tensors": [{"name": "x", "dtype": "int16", "shape": [2, 3], "stream": 0, "offset": 0}]}
+    header = {
+        "meta": {"v": 1},
+        "streams": [{"codec": "zlib", "n": len(blob), "raw": raw.nbytes, "sha256": hashlib.sha256(blob).hexdigest()}],
+        "tensors": [{"name": "x", "dtype": "int16", "shape": [2, 3], "stream": 0, "offset": 0}],
+    }
     h = zlib.compress(json.dumps(header).encode(), 9)
     v1 = PREFIX.pack(ARTIFACT_MAGIC, 1, len(h), zlib.crc32(h)) + h + blob
     arrays, meta = decode_artifact(v1)
@@ -131,4 +138,7 @@ def test_model_artifact_loads_without_pickle(tmp_path, monkeypatch):
 def test_write_is_atomic_and_sized(tmp_path):
     n = write_artifact(tmp_path / "a.pglf", {"x": np.zeros(3, np.float32)}, {}, [Stream("zlib", ["x"])])
     assert (tmp_path / "a.pglf").stat().st_size == n and not (tmp_path / "a.pglf.tmp").exists()
-    assert read_header(tmp_path / "a.pglf")["header_bytes"] == PREFIX.size + struct.unpack_from("<4sBII", (tmp_path / "a.pglf").read_bytes())[2]
+    assert (
+        read_header(tmp_path / "a.pglf")["header_bytes"]
+        == PREFIX.size + struct.unpack_from("<4sBII", (tmp_path / "a.pglf").read_bytes())[2]
+    )

@@ -34,8 +34,9 @@ def reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, causal=True):
     allowed = (seq[:, None] == seq[None, :]) & (pos[:, None] >= pos[None, :])
     rep = h // k.size(1)
     qf, kf, vf = (x.float().transpose(0, 1) for x in (q, k, v))  # (heads, N, Dh)
-    out = F.scaled_dot_product_attention(qf, kf.repeat_interleave(rep, 0), vf.repeat_interleave(rep, 0),
-                                         attn_mask=allowed)
+    out = F.scaled_dot_product_attention(
+        qf, kf.repeat_interleave(rep, 0), vf.repeat_interleave(rep, 0), attn_mask=allowed
+    )
     return out.transpose(0, 1).to(q.dtype)
 
 
@@ -178,8 +179,23 @@ def test_missing_flash_attention_falls_back_with_one_notice(monkeypatch):
         assert A.resolve_with_notice("sdpa", True, "cpu")[0] == "dense"
 
 
-def torch_varlen_reference(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
-                           window_size=(-1, -1), enable_gqa=False, seqused_k=None, block_table=None, num_splits=None):
+def torch_varlen_reference(
+    q,
+    k,
+    v,
+    cu_seq_q,
+    cu_seq_k,
+    max_q,
+    max_k,
+    *,
+    return_aux=None,
+    scale=None,
+    window_size=(-1, -1),
+    enable_gqa=False,
+    seqused_k=None,
+    block_table=None,
+    num_splits=None,
+):
     """torch.nn.attention.varlen.varlen_attn's signature (torch 2.11+) and semantics, in plain torch:
     window_size=(-1, 0) is causal; with enable_gqa k/v may have fewer heads."""
     assert window_size == (-1, 0), "pgolf must ask for causal attention"
@@ -234,9 +250,22 @@ def test_auto_prefers_torch_varlen_over_fa2_and_flex(monkeypatch):
 
 def tiny_cfg(**kw) -> ModelConfig:
     """Frontier-shaped at toy size: GQA, XSA on every layer, partial RoPE, gates, doc masking."""
-    base = ModelConfig(vocab_size=64, num_layers=3, model_dim=32, num_heads=4, num_kv_heads=2, mlp_mult=2.0,
-                       xsa_layers="all", rope_dims=4, attn_gate="sparse", attn_gate_dims=4, smear_gate=True,
-                       value_residual=True, doc_mask=True, bos_id=BOS)
+    base = ModelConfig(
+        vocab_size=64,
+        num_layers=3,
+        model_dim=32,
+        num_heads=4,
+        num_kv_heads=2,
+        mlp_mult=2.0,
+        xsa_layers="all",
+        rope_dims=4,
+        attn_gate="sparse",
+        attn_gate_dims=4,
+        smear_gate=True,
+        value_residual=True,
+        doc_mask=True,
+        bos_id=BOS,
+    )
     return replace(base, **kw)
 
 
@@ -275,7 +304,9 @@ def test_gpt_default_paths_on_cpu_are_unchanged():
     ids = docs_ids(2, 40)
     for doc_mask in (False, True):
         auto, _ = gpt_loss(tiny_cfg(doc_mask=doc_mask), ids, grad=False)
-        explicit, _ = gpt_loss(tiny_cfg(doc_mask=doc_mask, attn_kernel="sdpa" if not doc_mask else "dense"), ids, grad=False)
+        explicit, _ = gpt_loss(
+            tiny_cfg(doc_mask=doc_mask, attn_kernel="sdpa" if not doc_mask else "dense"), ids, grad=False
+        )
         assert torch.equal(auto, explicit)
 
 

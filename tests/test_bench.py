@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-
 import pytest
 
-from pgolf.bench.proxy import OFFICIAL_CAP, OFFICIAL_NAIVE_MODEL_BYTES, RunResult, aggregate, markdown_table, run_order, train_command
+from pgolf.bench.proxy import (
+    OFFICIAL_CAP,
+    OFFICIAL_NAIVE_MODEL_BYTES,
+    RunResult,
+    aggregate,
+    markdown_table,
+    run_order,
+    train_command,
+)
 
 
 def fake(recipe, repeat, bpb, nbytes=1000):
@@ -17,8 +24,14 @@ def test_runs_are_interleaved_and_alternate():
 
 
 def test_aggregate_medians_spreads_ratio_and_cap():
-    res = [fake("base", 0, 2.0), fake("base", 1, 2.2), fake("base", 2, 2.1),
-           fake("new", 0, 1.8, 1500), fake("new", 1, 1.9, 1500), fake("new", 2, 1.7, 1500)]
+    res = [
+        fake("base", 0, 2.0),
+        fake("base", 1, 2.2),
+        fake("base", 2, 2.1),
+        fake("new", 0, 1.8, 1500),
+        fake("new", 1, 1.9, 1500),
+        fake("new", 2, 1.7, 1500),
+    ]
     rows = {r["recipe"]: r for r in aggregate(res, "base")}
     assert rows["base"]["final_bpb"] == pytest.approx(2.1) and rows["base"]["final_bpb_spread"] == pytest.approx(0.2)
     assert rows["new"]["ratio_to_baseline"] == pytest.approx(1.8 / 2.1)
@@ -39,7 +52,9 @@ def test_recipe_specs_carry_overrides(tmp_path):
     from pgolf.bench.proxy import parse_recipe, run_label
 
     assert parse_recipe("frontier-cpu-proxy@model.xsa_layers=@model.smear_gate=0") == (
-        "frontier-cpu-proxy", ["model.xsa_layers=", "model.smear_gate=0"])
+        "frontier-cpu-proxy",
+        ["model.xsa_layers=", "model.smear_gate=0"],
+    )
     cmd = " ".join(train_command("p@model.ln_scale=0", 1, 1, "x", tmp_path, None, None, 1, ["a.b=1"]))
     assert "--preset p " in cmd and "model.ln_scale=0 --set a.b=1" in cmd
     assert "@" not in run_label("p@model.ln_scale=0") and "=" not in run_label("p@a=1")

@@ -28,9 +28,20 @@ def trained_like_state(seed: int = 0) -> dict[str, torch.Tensor]:
 
 def quantized(lqer: int = 0):
     # a tiny model's artifact is mostly scales and fp16 tensors: 2% of it takes ~7% of its codes
-    q = QuantConfig(scheme="mixed", compressor="zlib", keep_float_max_numel=256, attn_bits=5, mlp_bits=5, embed_bits=6,
-                    attn_clip_sigmas=6.0, mlp_clip_sigmas=6.0, embed_clip_sigmas=8.0, lqer_rank=lqer, lqer_top_k=2,
-                    prune_max_frac=0.12)
+    q = QuantConfig(
+        scheme="mixed",
+        compressor="zlib",
+        keep_float_max_numel=256,
+        attn_bits=5,
+        mlp_bits=5,
+        embed_bits=6,
+        attn_clip_sigmas=6.0,
+        mlp_clip_sigmas=6.0,
+        embed_clip_sigmas=8.0,
+        lqer_rank=lqer,
+        lqer_top_k=2,
+        prune_max_frac=0.12,
+    )
     return quantize(trained_like_state(), quant_groups_for(MCFG), q), q
 
 
@@ -43,14 +54,21 @@ def test_two_percent_over_fits_by_pruning_the_cheapest_codes(tmp_path):
     assert report.pruned_frac <= q.prune_max_frac and "cap_fit: bytes:" in report.line()
     restored, _ = unpack(tmp_path / "a.pglf")  # the fitted artifact is what was written
     assert set(restored) == set(qs.entries)
-    changed = sum(int((qs.arrays[n + ".q"] != pruned_state(qs, prune_order(qs, None), report.pruned).arrays[n + ".q"]).sum())
-                  for n, e in qs.entries.items() if e["kind"] == "intq")
+    changed = sum(
+        int((qs.arrays[n + ".q"] != pruned_state(qs, prune_order(qs, None), report.pruned).arrays[n + ".q"]).sum())
+        for n, e in qs.entries.items()
+        if e["kind"] == "intq"
+    )
     assert changed == report.pruned
 
 
 def test_prune_order_is_cheapest_first_and_only_unit_codes():
     qs, _ = quantized()
-    h = {n: torch.diag(torch.rand(qs.arrays[n + ".q"].shape[1]) + 0.1) for n, e in qs.entries.items() if e["kind"] == "intq"}
+    h = {
+        n: torch.diag(torch.rand(qs.arrays[n + ".q"].shape[1]) + 0.1)
+        for n, e in qs.entries.items()
+        if e["kind"] == "intq"
+    }
     order = prune_order(qs, h)
     costs = []
     for i, j in zip(order.ids[:500].tolist(), order.idx[:500].tolist()):
@@ -60,7 +78,9 @@ def test_prune_order_is_cheapest_first_and_only_unit_codes():
         assert abs(int(q[r, c])) == 1
         costs.append(float(qs.arrays[name + ".s"][r]) ** 2 * float(h[name][c, c]))
     assert costs == sorted(costs)
-    assert len(order) == sum(int((np.abs(qs.arrays[n + ".q"]) == 1).sum()) for n, e in qs.entries.items() if e["kind"] == "intq")
+    assert len(order) == sum(
+        int((np.abs(qs.arrays[n + ".q"]) == 1).sum()) for n, e in qs.entries.items() if e["kind"] == "intq"
+    )
 
 
 def test_lqer_is_dropped_when_pruning_is_not_allowed(tmp_path):

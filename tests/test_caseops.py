@@ -15,9 +15,18 @@ from pgolf.data.caseops import ALLCAPS, CAPNEXT, ESC, OPERATORS, TITLE, CaseOpsE
 # Pieces the generator draws from: words in several cases and scripts, digits, punctuation,
 # combining marks, the operator characters themselves, and letters whose case mapping is odd.
 ODD_CASE = ["ß", "ẞ", "İ", "ı", "K", "ǅ", "ǈ", "ŉ", "ﬁ", "ΐ", "ς", "Σ", "ͅ", "ᾼ", "Ω", "Å"]
-ALPHABETS = ["abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "éèêëàâäôöûüçñ",
-             "ÉÈÊËÀÂÄÔÖÛÜÇÑ", "αβγδεζηθικλμνξοπρστυφχψω", "ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ",
-             "абвгдежзийклмнопрстуфхцчшщ", "АБВГДЕЖЗИЙКЛМНОПРСТУФХЦЧШЩ", "漢字かなカナ한국어", "ا ب ت ث"]
+ALPHABETS = [
+    "abcdefghijklmnopqrstuvwxyz",
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "éèêëàâäôöûüçñ",
+    "ÉÈÊËÀÂÄÔÖÛÜÇÑ",
+    "αβγδεζηθικλμνξοπρστυφχψω",
+    "ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ",
+    "абвгдежзийклмнопрстуфхцчшщ",
+    "АБВГДЕЖЗИЙКЛМНОПРСТУФХЦЧШЩ",
+    "漢字かなカナ한국어",
+    "ا ب ت ث",
+]
 OTHER = list("0123456789 .,;:!?'\"-_()[]{}\n\t/\\@#$%^&*+=~`|<>") + ["\u0301", "\u0308", "\u200d", "🙂", "\x00"]
 
 
@@ -65,18 +74,21 @@ def test_roundtrip_on_arbitrary_code_points():
         assert caseops.decode(caseops.encode(text)) == text, repr(text)
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("The cat", f"{TITLE}the cat"),
-    ("NASA rocks", f"{ALLCAPS}nasa rocks"),
-    ("McDonald", f"{TITLE}mc{CAPNEXT}donald"),
-    ("iPhone", f"i{CAPNEXT}phone"),
-    ("A b", f"{TITLE}a b"),
-    ("Élan ΣΑΣ", f"{TITLE}élan {ALLCAPS}σασ"),  # lowered letter by letter: no final sigma
-    ("straße", "straße"),  # 'ß' is lower case already
-    ("İstanbul", "İstanbul"),  # 'İ'.lower() is two characters: left as it is
-    (f"x{TITLE}y", f"x{ESC}{TITLE}y"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("The cat", f"{TITLE}the cat"),
+        ("NASA rocks", f"{ALLCAPS}nasa rocks"),
+        ("McDonald", f"{TITLE}mc{CAPNEXT}donald"),
+        ("iPhone", f"i{CAPNEXT}phone"),
+        ("A b", f"{TITLE}a b"),
+        ("Élan ΣΑΣ", f"{TITLE}élan {ALLCAPS}σασ"),  # lowered letter by letter: no final sigma
+        ("straße", "straße"),  # 'ß' is lower case already
+        ("İstanbul", "İstanbul"),  # 'İ'.lower() is two characters: left as it is
+        (f"x{TITLE}y", f"x{ESC}{TITLE}y"),
+        ("", ""),
+    ],
+)
 def test_encode_examples(text, expected):
     assert caseops.encode(text) == expected
     assert caseops.decode(expected) == text

@@ -32,10 +32,33 @@ def copy_dataset(tiny_dataset, tmp_path):
     return dst, tok
 
 
-TRAIN = ["train", "--preset", "naive-baseline", "--device", "cpu", "--iterations", "1", "--max-wallclock-seconds", "0",
-         "--set", f"model.vocab_size={TINY_VOCAB}", "--set", "model.num_layers=1", "--set", "model.model_dim=16",
-         "--set", "model.num_heads=2", "--set", "model.num_kv_heads=1", "--set", "train.train_seq_len=16",
-         "--set", "train.train_batch_tokens=128", "--set", "train.warmup_steps=0"]
+TRAIN = [
+    "train",
+    "--preset",
+    "naive-baseline",
+    "--device",
+    "cpu",
+    "--iterations",
+    "1",
+    "--max-wallclock-seconds",
+    "0",
+    "--set",
+    f"model.vocab_size={TINY_VOCAB}",
+    "--set",
+    "model.num_layers=1",
+    "--set",
+    "model.model_dim=16",
+    "--set",
+    "model.num_heads=2",
+    "--set",
+    "model.num_kv_heads=1",
+    "--set",
+    "train.train_seq_len=16",
+    "--set",
+    "train.train_batch_tokens=128",
+    "--set",
+    "train.warmup_steps=0",
+]
 
 
 def test_truncated_shard_is_named(tiny_dataset, tmp_path, capsys, monkeypatch):
@@ -100,7 +123,9 @@ def test_tampered_artifact_is_rejected(tiny_dataset, tmp_path, capsys, monkeypat
 
 def test_dry_run_prints_params_size_and_flops(capsys):
     code, out, _ = run_cli(capsys, ["train", "--preset", "frontier", "--dry-run"])
-    assert code == 0 and "model_params:35945671" in out and "flops_per_token" in out and "predicted_artifact_bytes:" in out
+    assert (
+        code == 0 and "model_params:35945671" in out and "flops_per_token" in out and "predicted_artifact_bytes:" in out
+    )
 
 
 def test_bad_option_is_one_line(capsys):
@@ -120,10 +145,33 @@ def test_weights_for_another_model_are_one_line(tiny_dataset, tmp_path, capsys, 
     cfg = tiny_config(data, tok)
     cfg.model.model_dim = 64
     torch.save(GPT(cfg.model).state_dict(), tmp_path / "final_model.pt")
-    code, _, err = run_cli(capsys, ["eval", str(tmp_path / "final_model.pt"), "--preset", "naive-baseline", "--data", str(data),
-                                    "--tokenizer", str(tok), "--device", "cpu", "--set", f"model.vocab_size={TINY_VOCAB}",
-                                    "--set", "model.num_layers=2", "--set", "model.model_dim=32", "--set", "model.num_heads=2",
-                                    "--set", "model.num_kv_heads=1", "--set", "train.train_seq_len=32"])
+    code, _, err = run_cli(
+        capsys,
+        [
+            "eval",
+            str(tmp_path / "final_model.pt"),
+            "--preset",
+            "naive-baseline",
+            "--data",
+            str(data),
+            "--tokenizer",
+            str(tok),
+            "--device",
+            "cpu",
+            "--set",
+            f"model.vocab_size={TINY_VOCAB}",
+            "--set",
+            "model.num_layers=2",
+            "--set",
+            "model.model_dim=32",
+            "--set",
+            "model.num_heads=2",
+            "--set",
+            "model.num_kv_heads=1",
+            "--set",
+            "train.train_seq_len=32",
+        ],
+    )
     line = one_line_error(err)
     assert code == 2 and "final_model.pt" in line and "do not match" in line
 
@@ -136,6 +184,7 @@ def test_only_pgolf_errors_are_one_line_a_bug_shows_its_traceback(monkeypatch, c
     def raise_(exc):
         def cmd(args):
             raise exc
+
         return cmd
 
     monkeypatch.setattr(cli_main, "cmd_presets", raise_(UsageError("bad input")))

@@ -15,9 +15,11 @@ from pgolf.quant.schemes import quantize
 
 def mixed_state(rows: int = 256, cols: int = 512) -> tuple[dict, dict]:
     g = torch.Generator().manual_seed(0)
-    state = {"blocks.0.mlp.fc.weight": torch.randn(rows, cols, generator=g) * 0.02,
-             "blocks.0.attn.c_q.weight": torch.randn(cols // 4, cols // 4, generator=g) * 0.02,
-             "blocks.0.attn.q_gain": torch.ones(4)}
+    state = {
+        "blocks.0.mlp.fc.weight": torch.randn(rows, cols, generator=g) * 0.02,
+        "blocks.0.attn.c_q.weight": torch.randn(cols // 4, cols // 4, generator=g) * 0.02,
+        "blocks.0.attn.q_gain": torch.ones(4),
+    }
     groups = {"blocks.0.mlp.fc.weight": "mlp", "blocks.0.attn.c_q.weight": "attn", "blocks.0.attn.q_gain": "control"}
     return state, groups
 
@@ -27,14 +29,18 @@ def counting_compress(monkeypatch) -> list[tuple[str, int]]:
     calls = []
     for mod in (pack_mod, container_mod):
         real = mod.compress
-        monkeypatch.setattr(mod, "compress", lambda data, codec, real=real: calls.append((codec, len(data))) or real(data, codec))
+        monkeypatch.setattr(
+            mod, "compress", lambda data, codec, real=real: calls.append((codec, len(data))) or real(data, codec)
+        )
     return calls
 
 
 def test_long_stream_is_chosen_on_a_sample_and_compressed_once(tmp_path, monkeypatch):
     state, groups = mixed_state()
     # transform none: no rows/cols layout probe (its own bounded zstd runs on <= 1 MiB)
-    q = QuantConfig(scheme="mixed", compressor="auto", keep_float_max_numel=64, codec_probe_bytes=16_384, transform="none")
+    q = QuantConfig(
+        scheme="mixed", compressor="auto", keep_float_max_numel=64, codec_probe_bytes=16_384, transform="none"
+    )
     qs = quantize(state, groups, q)
     calls = counting_compress(monkeypatch)
     res = pack(qs, {}, q, tmp_path / "a.pglf")
@@ -63,8 +69,11 @@ def test_sampled_choice_matches_the_full_trial_on_these_codes(tmp_path):
 
 
 def test_time_budget_picks_the_smallest_candidate_that_fits():
-    probes = [CodecProbe("none", "brotli", 100, 9.0), CodecProbe("none", "zstd", 104, 2.0),
-              CodecProbe("none", "zlib", 120, 0.5)]
+    probes = [
+        CodecProbe("none", "brotli", 100, 9.0),
+        CodecProbe("none", "zstd", 104, 2.0),
+        CodecProbe("none", "zlib", 120, 0.5),
+    ]
     assert pick_codec(probes, 0).codec == "brotli"  # no budget: smallest
     assert pick_codec(probes, 3.0).codec == "zstd"
     assert pick_codec(probes, 0.1).codec == "zlib"  # nothing fits: fastest

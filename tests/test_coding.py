@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pgolf.quant.container import encode_stream
 from pgolf.quant.codecs import CodecError, compress, compress_best, decompress
+from pgolf.quant.container import encode_stream
 from pgolf.quant.lowbit import pack_bits, qmax, unpack_bits
 from pgolf.quant.transforms import (
     BYTE_TRANSFORMS,

@@ -12,8 +12,8 @@ import torch
 
 from conftest import tiny_config
 from pgolf.core.config import ConfigError
-from pgolf.train import trainer as trainer_mod
 from pgolf.train import compile as compile_mod
+from pgolf.train import trainer as trainer_mod
 from pgolf.train.compile import compile_enabled, compile_model, compile_note
 
 # Inductor's fused CPU kernels round differently from eager; over 8 steps the train losses of
@@ -116,10 +116,26 @@ def test_regional_compile_reuses_one_block_graph_for_every_layer_and_loop():
     from pgolf.model.gpt import GPT
     from pgolf.train.compile import RegionalModel
 
-    cfg = ModelConfig(vocab_size=64, num_layers=6, model_dim=32, num_heads=4, num_kv_heads=2, mlp_mult=2.0,
-                      xsa_layers="all", rope_dims=4, ln_scale=True, attn_gate="sparse", attn_gate_dims=4,
-                      smear_gate=True, skip_gates=True, parallel_from=4, recur_layers="1-2", recur_loops=3,
-                      doc_mask=True, bos_id=1)
+    cfg = ModelConfig(
+        vocab_size=64,
+        num_layers=6,
+        model_dim=32,
+        num_heads=4,
+        num_kv_heads=2,
+        mlp_mult=2.0,
+        xsa_layers="all",
+        rope_dims=4,
+        ln_scale=True,
+        attn_gate="sparse",
+        attn_gate_dims=4,
+        smear_gate=True,
+        skip_gates=True,
+        parallel_from=4,
+        recur_layers="1-2",
+        recur_loops=3,
+        doc_mask=True,
+        bos_id=1,
+    )
     torch.manual_seed(0)
     base = GPT(cfg)
     for p in base.parameters():

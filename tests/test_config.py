@@ -7,7 +7,15 @@ import argparse
 import pytest
 
 from pgolf.cli.options import add_config_args, build_config
-from pgolf.core.config import ConfigError, RunConfig, apply_env, load_config_file, parse_layer_spec, set_option, validate
+from pgolf.core.config import (
+    ConfigError,
+    RunConfig,
+    apply_env,
+    load_config_file,
+    parse_layer_spec,
+    set_option,
+    validate,
+)
 from pgolf.core.presets import PRESETS, get_preset
 
 
@@ -20,9 +28,22 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def test_naive_baseline_is_the_official_default():
     cfg = get_preset("naive-baseline")
     m, t, e = cfg.model, cfg.train, cfg.eval
-    assert (m.vocab_size, m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads, m.mlp_mult) == (1024, 9, 512, 8, 4, 2.0)
+    assert (m.vocab_size, m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads, m.mlp_mult) == (
+        1024,
+        9,
+        512,
+        8,
+        4,
+        2.0,
+    )
     assert (m.logit_softcap, m.qk_gain_init, m.rope_base, m.tied_embed_init_std) == (30.0, 1.5, 10000.0, 0.005)
-    assert (t.train_batch_tokens, t.train_seq_len, t.iterations, t.warmdown_iters, t.warmup_steps) == (524288, 1024, 20000, 1200, 20)
+    assert (t.train_batch_tokens, t.train_seq_len, t.iterations, t.warmdown_iters, t.warmup_steps) == (
+        524288,
+        1024,
+        20000,
+        1200,
+        20,
+    )
     assert (t.matrix_lr, t.scalar_lr, t.tied_embed_lr, t.muon_momentum, t.beta2) == (0.04, 0.04, 0.05, 0.95, 0.95)
     assert (t.max_wallclock_seconds, t.val_loss_every, e.val_batch_size, cfg.seed) == (600.0, 1000, 524288, 1337)
     assert (cfg.quant.scheme, cfg.quant.compressor) == ("int8", "zlib")
@@ -35,8 +56,18 @@ def test_every_preset_validates(name):
 
 def test_official_env_knobs_apply():
     cfg = RunConfig()
-    used = apply_env(cfg, {"NUM_LAYERS": "4", "MLP_MULT": "3", "MAX_WALLCLOCK_SECONDS": "12.5", "RUN_ID": "x",
-                           "TIE_EMBEDDINGS": "0", "MATRIX_LR": "0.02", "UNRELATED": "1"})
+    used = apply_env(
+        cfg,
+        {
+            "NUM_LAYERS": "4",
+            "MLP_MULT": "3",
+            "MAX_WALLCLOCK_SECONDS": "12.5",
+            "RUN_ID": "x",
+            "TIE_EMBEDDINGS": "0",
+            "MATRIX_LR": "0.02",
+            "UNRELATED": "1",
+        },
+    )
     assert cfg.model.num_layers == 4 and cfg.model.mlp_mult == 3.0 and cfg.train.max_wallclock_seconds == 12.5
     assert cfg.run_id == "x" and cfg.model.tie_embeddings is False and cfg.train.matrix_lr == 0.02
     assert "UNRELATED" not in used
@@ -49,7 +80,7 @@ def test_bad_env_value_names_the_variable():
 
 def test_precedence_preset_file_env_cli(tmp_path, monkeypatch):
     f = tmp_path / "c.toml"
-    f.write_text('seed = 5\n[model]\nnum_layers = 3\nmodel_dim = 64\n[train]\niterations = 7\n')
+    f.write_text("seed = 5\n[model]\nnum_layers = 3\nmodel_dim = 64\n[train]\niterations = 7\n")
     monkeypatch.setenv("NUM_LAYERS", "5")
     args = parse(["--preset", "naive-baseline", "--config", str(f), "--set", "train.iterations=9", "--seed", "11"])
     cfg = build_config(args, "naive-baseline")

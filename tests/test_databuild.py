@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import shared_data_dir
+from pgolf.cli.data import register_data_commands
+from pgolf.core.constants import BOS_ID
 from pgolf.data.build import (
     BUILD_MANIFEST_NAME,
     DocumentError,
@@ -19,22 +21,20 @@ from pgolf.data.build import (
     tokenizer_training_texts,
     train_tokenizer,
 )
-from pgolf.cli.data import register_data_commands
-from pgolf.core.constants import BOS_ID
 from pgolf.data.guards import file_sha256
 from pgolf.data.shards import load_shard, load_shards, write_shard
 from pgolf.data.tokenizer import TokenizerError, load_sentencepiece
 
 TINY_VOCAB = 320
-WORDS = ("the cat dog sat on a mat and ran to big red house with apples in golf score café "
-         "naïve über 42 2024 7 tokens shard").split()
+WORDS = (
+    "the cat dog sat on a mat and ran to big red house with apples in golf score café naïve über 42 2024 7 tokens shard"
+).split()
 
 
 def make_sentences(n: int, seed: int = 0) -> list[str]:
     """Deterministic small documents with digits, punctuation and non-ASCII letters."""
     rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 14))).capitalize() + "."
-            for _ in range(n)]
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 14))).capitalize() + "." for _ in range(n)]
 
 
 def write_jsonl(path: Path, texts: list[str]) -> Path:
@@ -76,11 +76,15 @@ def test_training_texts_match_exporter_cleanup(tmp_path):
 def test_build_shards_layout_and_tokens(tiny_model, tmp_path):
     sp = load_sentencepiece(tiny_model)
     texts = make_sentences(40, seed=1)
-    stats = build_shards(write_jsonl(tmp_path / "d.jsonl", texts), tiny_model, tmp_path / "out",
-                         num_val_docs=7, shard_size=100)
+    stats = build_shards(
+        write_jsonl(tmp_path / "d.jsonl", texts), tiny_model, tmp_path / "out", num_val_docs=7, shard_size=100
+    )
     val_files = sorted((tmp_path / "out").glob("fineweb_val_*.bin"))
     train_files = sorted((tmp_path / "out").glob("fineweb_train_*.bin"))
-    val, train = load_shards(tmp_path / "out" / "fineweb_val_*.bin"), load_shards(tmp_path / "out" / "fineweb_train_*.bin")
+    val, train = (
+        load_shards(tmp_path / "out" / "fineweb_val_*.bin"),
+        load_shards(tmp_path / "out" / "fineweb_train_*.bin"),
+    )
     assert np.array_equal(val, expected_stream(sp, texts[:7]))
     assert np.array_equal(train, expected_stream(sp, texts[7:]))
     for files in (val_files, train_files):  # fixed-size shards; only each split's last may be short
@@ -95,8 +99,9 @@ def test_build_shards_layout_and_tokens(tiny_model, tmp_path):
 def test_build_manifest_and_stale_removal(tiny_model, tmp_path):
     out = tmp_path / "out"
     write_shard(out / "fineweb_train_000099.bin", np.array([1, 5, 6], dtype=np.uint16))
-    stats = build_shards(write_jsonl(tmp_path / "d.jsonl", make_sentences(5)), tiny_model, out,
-                         num_val_docs=2, shard_size=10_000)
+    stats = build_shards(
+        write_jsonl(tmp_path / "d.jsonl", make_sentences(5)), tiny_model, out, num_val_docs=2, shard_size=10_000
+    )
     assert sorted(p.name for p in out.glob("*.bin")) == ["fineweb_train_000000.bin", "fineweb_val_000000.bin"]
     manifest = json.loads((out / BUILD_MANIFEST_NAME).read_text())
     assert manifest["tokenizer_sha256"] == file_sha256(tiny_model)
@@ -106,8 +111,13 @@ def test_build_manifest_and_stale_removal(tiny_model, tmp_path):
 
 
 def test_build_all_train_when_no_val_docs(tiny_model, tmp_path):
-    stats = build_shards(write_jsonl(tmp_path / "d.jsonl", make_sentences(3)), tiny_model, tmp_path / "o",
-                         num_val_docs=0, shard_size=10_000)
+    stats = build_shards(
+        write_jsonl(tmp_path / "d.jsonl", make_sentences(3)),
+        tiny_model,
+        tmp_path / "o",
+        num_val_docs=0,
+        shard_size=10_000,
+    )
     assert stats["files_val"] == 0 and stats["files_train"] == 1
     assert not list((tmp_path / "o").glob("fineweb_val_*"))
 
@@ -148,12 +158,36 @@ def test_cli_tokenizer_and_build(tmp_path, capsys):
     docs = write_jsonl(tmp_path / "d.jsonl", make_sentences(300, seed=3))
     with pytest.raises(TokenizerError, match="Vocabulary size is smaller than required_chars"):
         train_tokenizer(docs, tmp_path / "small", 270)
-    run_data_cli(["data", "tokenizer", str(docs), "--vocab-size", "320", "--out-prefix",
-                  str(tmp_path / "tok" / "t_bpe"), "--max-docs", "200"])
+    run_data_cli(
+        [
+            "data",
+            "tokenizer",
+            str(docs),
+            "--vocab-size",
+            "320",
+            "--out-prefix",
+            str(tmp_path / "tok" / "t_bpe"),
+            "--max-docs",
+            "200",
+        ]
+    )
     model = tmp_path / "tok" / "t_bpe.model"
     assert f"model:{model}" in capsys.readouterr().out
-    run_data_cli(["data", "build", str(docs), "--tokenizer", str(model), "--out", str(tmp_path / "out"),
-                  "--val-docs", "10", "--shard-size", "500"])
+    run_data_cli(
+        [
+            "data",
+            "build",
+            str(docs),
+            "--tokenizer",
+            str(model),
+            "--out",
+            str(tmp_path / "out"),
+            "--val-docs",
+            "10",
+            "--shard-size",
+            "500",
+        ]
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("split:val docs:10 tokens:")
     assert lines[1].startswith("split:train docs:290 tokens:")
@@ -172,10 +206,9 @@ def test_build_matches_official_train_shard_prefix(tmp_path):
     with docs_path.open(encoding="utf-8") as f:
         first = [next(f) for _ in range(50)]
     (tmp_path / "first50.jsonl").write_text("".join(first), encoding="utf-8")
-    stats = build_shards(tmp_path / "first50.jsonl", model, tmp_path / "out", num_val_docs=0,
-                         shard_size=4_000_000)
+    stats = build_shards(tmp_path / "first50.jsonl", model, tmp_path / "out", num_val_docs=0, shard_size=4_000_000)
     ours = load_shard(tmp_path / "out" / "fineweb_train_000000.bin")
     ref = load_shard(official)
     assert stats["docs_train"] == 50 and ours.size == stats["tokens_train"]
-    assert np.array_equal(ours, ref[:ours.size])
+    assert np.array_equal(ours, ref[: ours.size])
     assert ref[ours.size] == BOS_ID  # the 51st document starts right after ours end

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import TINY_VOCAB, tiny_config, tiny_texts
 from pgolf.core.errors import PgolfError
+from pgolf.core.presets import naive_baseline
 from pgolf.data.build import DocumentError, build_shards, check_data_dir, train_tokenizer
 from pgolf.data.guards import (
     BUILD_MANIFEST_NAME,
@@ -33,9 +35,6 @@ from pgolf.data.source import (
     resolve_data,
 )
 from pgolf.data.tokenizer import TokenizerError
-from pgolf.core.presets import naive_baseline
-
-from conftest import TINY_VOCAB, tiny_config, tiny_texts
 
 
 def quiet(*_args) -> None:
@@ -72,7 +71,9 @@ def test_train_pattern_matching_val_is_refused(built):
     data, model = built
     cfg = tiny_config(data, model)
     cfg.data.train_pattern = "fineweb_val_*.bin"
-    with pytest.raises(DataOverlapError, match="fineweb_val_000000.bin: the train pattern .* matches a validation shard") as info:
+    with pytest.raises(
+        DataOverlapError, match="fineweb_val_000000.bin: the train pattern .* matches a validation shard"
+    ) as info:
         resolve_data(cfg, log=quiet)
     one_line(info.value)
 
@@ -84,7 +85,9 @@ def test_train_shard_holding_a_val_document_is_refused(built):
     tokens = load_shard(train)
     first_bos = int(np.flatnonzero(tokens == 1)[0])
     write_shard(train, np.concatenate([tokens[:first_bos], val_doc, tokens[first_bos:]]))
-    with pytest.raises(DataOverlapError, match="fineweb_train_000001.bin: train shard holds a validation document") as info:
+    with pytest.raises(
+        DataOverlapError, match="fineweb_train_000001.bin: train shard holds a validation document"
+    ) as info:
         resolve_data(tiny_config(data, model), log=quiet)
     one_line(info.value)
     with pytest.raises(DataOverlapError, match="validation document"):
@@ -114,8 +117,7 @@ def test_docs_spanning_shards_are_hashed_whole(tmp_path):
 def test_wrong_tokenizer_is_refused(built, tmp_path):
     data, _ = built
     other_docs = tmp_path / "other.jsonl"
-    other_docs.write_text("".join(json.dumps({"text": t.upper()}) + "\n" for t in tiny_texts(200, 9)),
-                          encoding="utf-8")
+    other_docs.write_text("".join(json.dumps({"text": t.upper()}) + "\n" for t in tiny_texts(200, 9)), encoding="utf-8")
     other = train_tokenizer(other_docs, tmp_path / "other_320", TINY_VOCAB, num_threads=1)
     with pytest.raises(TokenizerError, match="is not the tokenizer the shards in .* were built with") as info:
         resolve_data(tiny_config(data, other), log=quiet)
@@ -160,8 +162,9 @@ def test_failed_build_keeps_the_old_shards(built, tmp_path):
     data, model = built
     before = {p.name: p.read_bytes() for p in data.glob("fineweb_*.bin")}
     docs = tmp_path / "d.jsonl"
-    docs.write_text("".join(json.dumps({"text": t}) + "\n" for t in tiny_texts(30, 2)) + "{not json\n",
-                    encoding="utf-8")
+    docs.write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in tiny_texts(30, 2)) + "{not json\n", encoding="utf-8"
+    )
     with pytest.raises(DocumentError, match=r"d.jsonl:31: not a JSON object"):
         build_shards(docs, model, data, num_val_docs=5, shard_size=1000)
     assert {p.name: p.read_bytes() for p in data.glob("fineweb_*.bin")} == before

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import shared_data_dir
-from pgolf.data.build import check_data_dir, shard_stats, train_tokenizer
 from pgolf.cli.data import register_data_commands
 from pgolf.core.constants import BOS_ID
+from pgolf.data.build import check_data_dir, shard_stats, train_tokenizer
 from pgolf.data.shards import HEADER_BYTES, ShardError, load_shard, split_documents, write_shard
 from pgolf.data.tokenizer import TokenizerError, load_sentencepiece
 
@@ -24,8 +24,10 @@ WORDS = "the cat sat on a mat golf score 42 café naïve über shard ½ 東京 t
 
 def make_texts(n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 12))) + rng.choice([".", "!", "\n", ""])
-            for _ in range(n)]
+    return [
+        " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 12))) + rng.choice([".", "!", "\n", ""])
+        for _ in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +81,14 @@ def corrupt_shards(tmp_path: Path) -> dict[str, Path]:
     paths["truncated"].write_bytes(raw[:-3])
     paths["magic"].write_bytes(np.int32(12345).tobytes() + raw[4:])
     paths["trailing"].write_bytes(raw + b"\x00\x00")
-    paths["header"].write_bytes(raw[:HEADER_BYTES // 2])
+    paths["header"].write_bytes(raw[: HEADER_BYTES // 2])
     return paths
 
 
-@pytest.mark.parametrize("kind,message", [("truncated", "truncated"), ("magic", "magic"),
-                                          ("trailing", "trailing bytes"), ("header", "truncated header")])
+@pytest.mark.parametrize(
+    "kind,message",
+    [("truncated", "truncated"), ("magic", "magic"), ("trailing", "trailing bytes"), ("header", "truncated header")],
+)
 def test_corrupt_shard_raises_shard_error_naming_file(tiny_model, tmp_path, kind, message):
     path = corrupt_shards(tmp_path)[kind]
     with pytest.raises(ShardError, match=message) as info:
@@ -165,9 +169,11 @@ def test_cli_stats_and_check(tiny_model, tmp_path, capsys):
 
 def real_val_paths() -> tuple[Path, Path, Path]:
     data = shared_data_dir()
-    paths = (data / "fineweb_sample" / "sp1024" / "fineweb_val_000000.bin",
-             data / "tokenizers" / "fineweb_1024_bpe.model",
-             data / "fineweb_sample" / "val_docs.jsonl")
+    paths = (
+        data / "fineweb_sample" / "sp1024" / "fineweb_val_000000.bin",
+        data / "tokenizers" / "fineweb_1024_bpe.model",
+        data / "fineweb_sample" / "val_docs.jsonl",
+    )
     if not all(p.is_file() for p in paths):
         pytest.skip(f"real FineWeb sample not found under {data} (set PGOLF_SHARED_DATA)")
     return paths

@@ -10,12 +10,40 @@ import sys
 import pytest
 
 TINY_ARGS = [
-    "--preset", "naive-baseline", "--device", "cpu", "--iterations", "6", "--max-wallclock-seconds", "0",
-    "--val-loss-every", "0", "--set", "model.vocab_size=320", "--set", "model.num_layers=2",
-    "--set", "model.model_dim=32", "--set", "model.num_heads=2", "--set", "model.num_kv_heads=1",
-    "--set", "train.train_seq_len=32", "--set", "train.train_batch_tokens=512", "--set", "train.warmup_steps=1",
-    "--set", "train.warmdown_iters=2", "--set", "train.train_log_every=1", "--set", "eval.val_batch_size=4096",
-    "--set", "quant.keep_float_max_numel=256",
+    "--preset",
+    "naive-baseline",
+    "--device",
+    "cpu",
+    "--iterations",
+    "6",
+    "--max-wallclock-seconds",
+    "0",
+    "--val-loss-every",
+    "0",
+    "--set",
+    "model.vocab_size=320",
+    "--set",
+    "model.num_layers=2",
+    "--set",
+    "model.model_dim=32",
+    "--set",
+    "model.num_heads=2",
+    "--set",
+    "model.num_kv_heads=1",
+    "--set",
+    "train.train_seq_len=32",
+    "--set",
+    "train.train_batch_tokens=512",
+    "--set",
+    "train.warmup_steps=1",
+    "--set",
+    "train.warmdown_iters=2",
+    "--set",
+    "train.train_log_every=1",
+    "--set",
+    "eval.val_batch_size=4096",
+    "--set",
+    "quant.keep_float_max_numel=256",
 ]
 
 
@@ -45,8 +73,11 @@ def test_torchrun_two_processes_match_one(tiny_dataset, tmp_path):
     args = TINY_ARGS + ["--data", str(data), "--tokenizer", str(tok)]
     one = final_numbers(run([sys.executable, "-m", "pgolf", "train", "--run-id", "one"] + args, tmp_path))
     # no run id: rank 0 generates one and every rank must use it (one run folder, one artifact)
-    two_out = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                   "-m", "pgolf", "train"] + args, tmp_path)
+    two_out = run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pgolf", "train"]
+        + args,
+        tmp_path,
+    )
     assert "world_size:2 grad_accum_steps:4" in two_out
     two = final_numbers(two_out)
     assert len([p for p in (tmp_path / "runs").iterdir() if p.name != "one"]) == 1
@@ -58,9 +89,22 @@ def test_torchrun_two_processes_match_one(tiny_dataset, tmp_path):
 
 
 FRONTIER_BITS = [  # the frontier's optimizer and model features that touch the distributed step
-    "--set", "train.grad_clip_norm=0.3", "--set", "train.muon_row_norm=true", "--set", "train.muon_weight_decay=0.05",
-    "--set", "train.muon_ns=polar_express", "--set", "train.ema_decay=0.9", "--set", "model.recur_layers=0-1",
-    "--set", "model.recur_loops=2", "--set", "model.recur_start_frac=0.5",
+    "--set",
+    "train.grad_clip_norm=0.3",
+    "--set",
+    "train.muon_row_norm=true",
+    "--set",
+    "train.muon_weight_decay=0.05",
+    "--set",
+    "train.muon_ns=polar_express",
+    "--set",
+    "train.ema_decay=0.9",
+    "--set",
+    "model.recur_layers=0-1",
+    "--set",
+    "model.recur_loops=2",
+    "--set",
+    "model.recur_start_frac=0.5",
 ]
 
 
@@ -71,8 +115,22 @@ def test_torchrun_sharded_muon_with_clipping_ema_and_recurrence_matches_one(tiny
     data, tok = tiny_dataset
     args = TINY_ARGS + FRONTIER_BITS + ["--data", str(data), "--tokenizer", str(tok)]
     one_out = run([sys.executable, "-m", "pgolf", "train", "--run-id", "one"] + args, tmp_path)
-    two_out = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                   "-m", "pgolf", "train", "--run-id", "two"] + args, tmp_path)
+    two_out = run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "pgolf",
+            "train",
+            "--run-id",
+            "two",
+        ]
+        + args,
+        tmp_path,
+    )
     one, two = final_numbers(one_out), final_numbers(two_out)
     assert "recurrence:on step:3" in one_out and "recurrence:on step:3" in two_out
     for a, b in zip(one["train_losses"], two["train_losses"]):
@@ -90,8 +148,22 @@ def test_torchrun_ranks_agree_on_the_cap_with_few_clock_exchanges(tiny_dataset, 
     args[args.index("--iterations") + 1] = "100000"
     args[args.index("--max-wallclock-seconds") + 1] = "4"
     args[args.index("train.train_log_every=1")] = "train.train_log_every=0"
-    out = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "pgolf", "train", "--run-id", "cap"] + args, tmp_path)
+    out = run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "pgolf",
+            "train",
+            "--run-id",
+            "cap",
+        ]
+        + args,
+        tmp_path,
+    )
     assert "stopping_early: wallclock_cap" in out
     m = re.search(r"clock_exchanges:(\d+) steps:(\d+)", out)
     assert m, out[-2000:]

@@ -15,8 +15,8 @@ from pgolf.data.tokenizer import ByteTables
 from pgolf.eval.budget import check_budget, plan_cost
 from pgolf.eval.docplan import EvalBudgetError, resolve
 from pgolf.eval.docscore import evaluate_documents
-from pgolf.eval.legality import check_tables
 from pgolf.eval.documents import doc_windows, find_documents, per_target_bytes
+from pgolf.eval.legality import check_tables
 from pgolf.eval.tilt import ngram_hints, tilted_log_probs, tilted_nll
 from pgolf.model.gpt import GPT
 
@@ -83,8 +83,10 @@ def test_documents_tile_every_target_once_with_exact_bytes():
     assert (covered == 1).all()
     tables = make_tables()
     nb = per_target_bytes(tokens, tables, "cpu")
-    ref = sum(int(tables.base_bytes[t]) + int(tables.has_leading_space[t] and not tables.is_boundary[p])
-              for p, t in zip(tokens[:-1].tolist(), tokens[1:].tolist()))
+    ref = sum(
+        int(tables.base_bytes[t]) + int(tables.has_leading_space[t] and not tables.is_boundary[p])
+        for p, t in zip(tokens[:-1].tolist(), tokens[1:].tolist())
+    )
     assert int(nb.sum()) == ref
 
 
@@ -135,8 +137,15 @@ def test_ttt_document_scores_do_not_depend_on_batching():
 def test_global_phase_trains_on_scored_documents_and_restores_the_model():
     model, tokens, tables = make_model(), make_stream(n_docs=8), make_tables()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    e = dict(ttt=True, ttt_rank=4, ttt_chunk=8, ttt_lr=0.0, ttt_weight_decay=0.0, ttt_global_lr=0.05,
-             ttt_global_chunk_tokens=64)
+    e = dict(
+        ttt=True,
+        ttt_rank=4,
+        ttt_chunk=8,
+        ttt_lr=0.0,
+        ttt_weight_decay=0.0,
+        ttt_global_lr=0.05,
+        ttt_global_chunk_tokens=64,
+    )
     plain = evaluate_documents(model, tokens, tables, ecfg(**e), 16, BOS)
     res = evaluate_documents(model, tokens, tables, ecfg(ttt_phase_docs="4", **e), 16, BOS, record_events=True)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -193,7 +202,9 @@ def test_tilt_is_a_normalised_distribution_and_matches_the_closed_form():
     nll = tilted_nll(logp, y, hint, beta)
     torch.testing.assert_close(nll, -full.gather(1, y[:, None]).squeeze(1), atol=1e-6, rtol=0)
     ph = logp.exp().gather(1, hint.clamp(min=0)[:, None]).squeeze(1)
-    manual = -logp.gather(1, y[:, None]).squeeze(1) - beta * (y == hint).float() + torch.log(1 + ph * (math.exp(beta) - 1))
+    manual = (
+        -logp.gather(1, y[:, None]).squeeze(1) - beta * (y == hint).float() + torch.log(1 + ph * (math.exp(beta) - 1))
+    )
     torch.testing.assert_close(nll[hint >= 0], manual[hint >= 0], atol=1e-6, rtol=0)
 
 
@@ -242,8 +253,13 @@ def test_two_gloo_processes_score_like_one(tmp_path):
         env.pop(k, None)
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     subprocess.run([sys.executable, worker, str(one)], check=True, env=env, timeout=300)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", worker,
-                    str(two)], check=True, env=env, timeout=300, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", worker, str(two)],
+        check=True,
+        env=env,
+        timeout=300,
+        capture_output=True,
+    )
     a, b = json.loads(one.read_text()), json.loads(two.read_text())
     assert a["tokens"] == b["tokens"] and a["bytes"] == b["bytes"]
     assert all(c == 1 for c in b["counts"])
@@ -257,7 +273,6 @@ def _tiny_artifact(tmp_path):
     from dataclasses import asdict
 
     from conftest import tiny_config
-
     from pgolf.model.inventory import quant_groups_for
     from pgolf.quant.pack import pack
     from pgolf.quant.schemes import quantize
@@ -279,9 +294,32 @@ def test_pgolf_eval_runs_the_configured_document_evaluation(tmp_path, tiny_datas
 
     data, tok = tiny_dataset
     path = _tiny_artifact(tmp_path)
-    args = ["eval", str(path), "--data", str(data), "--tokenizer", str(tok), "--device", "cpu", "--preset", "naive-baseline",
-            "--set", "eval.ttt=true", "--set", "eval.ttt_rank=4", "--set", "eval.ttt_chunk=16", "--set", "eval.context=64",
-            "--set", "eval.tilt_order=4", "--set", "eval.ttt_phase_docs=10", "--set", "eval.val_max_tokens=3000"]
+    args = [
+        "eval",
+        str(path),
+        "--data",
+        str(data),
+        "--tokenizer",
+        str(tok),
+        "--device",
+        "cpu",
+        "--preset",
+        "naive-baseline",
+        "--set",
+        "eval.ttt=true",
+        "--set",
+        "eval.ttt_rank=4",
+        "--set",
+        "eval.ttt_chunk=16",
+        "--set",
+        "eval.context=64",
+        "--set",
+        "eval.tilt_order=4",
+        "--set",
+        "eval.ttt_phase_docs=10",
+        "--set",
+        "eval.val_max_tokens=3000",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("eval:ttt+global+tilt"))
@@ -299,7 +337,6 @@ def test_pgolf_eval_runs_the_configured_document_evaluation(tmp_path, tiny_datas
 def test_a_run_over_the_eval_budget_keeps_its_artifact_and_summary(tiny_dataset, tmp_path, monkeypatch):
     """Training is never lost to an evaluation plan refused at the end: logged, summary written."""
     from conftest import tiny_config
-
     from pgolf.submit.finalize import finalize
     from pgolf.train.trainer import run_training
 
@@ -314,10 +351,15 @@ def test_a_run_over_the_eval_budget_keeps_its_artifact_and_summary(tiny_dataset,
     assert "final_documents:refused" in s.log.path.read_text()
 
 
-@pytest.mark.parametrize("field,value,named", [("ttt_targets", "q,x", "eval.ttt_targets"),
-                                               ("ttt_chunk_by_len", "256-8", "eval.ttt_chunk_by_len"),
-                                               ("ttt_phase_docs", "2500,100", "eval.ttt_phase_docs"),
-                                               ("tilt_min_order", 9, "eval.tilt_min_order")])
+@pytest.mark.parametrize(
+    "field,value,named",
+    [
+        ("ttt_targets", "q,x", "eval.ttt_targets"),
+        ("ttt_chunk_by_len", "256-8", "eval.ttt_chunk_by_len"),
+        ("ttt_phase_docs", "2500,100", "eval.ttt_phase_docs"),
+        ("tilt_min_order", 9, "eval.tilt_min_order"),
+    ],
+)
 def test_bad_evaluation_options_are_one_line_config_errors(field, value, named):
     from pgolf.core.config import ConfigError, validate_eval
 

@@ -20,13 +20,19 @@ REPO = "willdepueoai/parameter-golf"
 TRAIN_SHARDS_ON_HUB = 3
 MANIFEST = {
     "datasets": [
-        {"name": "fineweb10B_sp1024", "tokenizer_name": "sp_bpe_1024",
-         "stats": {"files_val": 1, "files_train": TRAIN_SHARDS_ON_HUB}},
+        {
+            "name": "fineweb10B_sp1024",
+            "tokenizer_name": "sp_bpe_1024",
+            "stats": {"files_val": 1, "files_train": TRAIN_SHARDS_ON_HUB},
+        },
         {"name": "fineweb10B_sp4096", "tokenizer_name": "sp_bpe_4096", "stats": {"files_val": 1, "files_train": 1}},
     ],
     "tokenizers": [
-        {"name": "sp_bpe_1024", "model_path": "tokenizers/fineweb_1024_bpe.model",
-         "vocab_path": "tokenizers/fineweb_1024_bpe.vocab"},
+        {
+            "name": "sp_bpe_1024",
+            "model_path": "tokenizers/fineweb_1024_bpe.model",
+            "vocab_path": "tokenizers/fineweb_1024_bpe.vocab",
+        },
         {"name": "sp_bpe_4096", "model_path": "tokenizers/fineweb_4096_bpe.model"},
     ],
 }
@@ -106,16 +112,21 @@ def test_download_layout_and_manifest_counts(hub, tmp_path):
     ds = out / "datasets" / "fineweb10B_sp1024"
     assert summary.dataset_dir == ds
     assert sorted(p.name for p in ds.iterdir()) == [
-        "fineweb_train_000000.bin", "fineweb_train_000001.bin", "fineweb_val_000000.bin"]
+        "fineweb_train_000000.bin",
+        "fineweb_train_000001.bin",
+        "fineweb_val_000000.bin",
+    ]
     assert summary.tokenizer_model == out / "tokenizers" / "fineweb_1024_bpe.model"
     assert (out / "tokenizers" / "fineweb_1024_bpe.vocab").is_file() and (out / "manifest.json").is_file()
     assert np.array_equal(load_shard(ds / "fineweb_train_000001.bin"), shard_tokens(2))
-    assert hub.calls == ["datasets/manifest.json",
-                         "datasets/datasets/fineweb10B_sp1024/fineweb_val_000000.bin",
-                         "datasets/datasets/fineweb10B_sp1024/fineweb_train_000000.bin",
-                         "datasets/datasets/fineweb10B_sp1024/fineweb_train_000001.bin",
-                         "datasets/tokenizers/fineweb_1024_bpe.model",
-                         "datasets/tokenizers/fineweb_1024_bpe.vocab"]
+    assert hub.calls == [
+        "datasets/manifest.json",
+        "datasets/datasets/fineweb10B_sp1024/fineweb_val_000000.bin",
+        "datasets/datasets/fineweb10B_sp1024/fineweb_train_000000.bin",
+        "datasets/datasets/fineweb10B_sp1024/fineweb_train_000001.bin",
+        "datasets/tokenizers/fineweb_1024_bpe.model",
+        "datasets/tokenizers/fineweb_1024_bpe.vocab",
+    ]
     assert len(summary.downloaded) == 5 and not summary.skipped
     assert not list(out.rglob("*.part")) and not (out / ".hub_download").exists()
 
@@ -146,8 +157,12 @@ def test_resume_after_interrupted_download(hub, tmp_path):
     hub.calls.clear()
     summary = download_variant("sp1024", 3, out)
     assert [c.rsplit("/", 1)[1] for c in hub.calls] == [
-        "fineweb_train_000000.bin", "fineweb_train_000001.bin", "fineweb_train_000002.bin",
-        "fineweb_1024_bpe.model", "fineweb_1024_bpe.vocab"]  # the first run stopped before these
+        "fineweb_train_000000.bin",
+        "fineweb_train_000001.bin",
+        "fineweb_train_000002.bin",
+        "fineweb_1024_bpe.model",
+        "fineweb_1024_bpe.vocab",
+    ]  # the first run stopped before these
     assert summary.skipped == [ds / "fineweb_val_000000.bin"]  # (the manifest is not counted)
     for i in range(3):
         assert np.array_equal(load_shard(ds / f"fineweb_train_{i:06d}.bin"), shard_tokens(i + 1))
@@ -181,10 +196,14 @@ def test_unknown_dataset_and_missing_remote_file(hub, tmp_path):
 def offline_errors() -> list[BaseException]:
     import httpx2
 
-    return [LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub and we "
-                                    "cannot find the requested files in the local cache.\nCheck your connection."),
-            httpx2.ConnectError("[Errno -3] Temporary failure in name resolution"),
-            ConnectionError("network unreachable")]
+    return [
+        LocalEntryNotFoundError(
+            "An error happened while trying to locate the file on the Hub and we "
+            "cannot find the requested files in the local cache.\nCheck your connection."
+        ),
+        httpx2.ConnectError("[Errno -3] Temporary failure in name resolution"),
+        ConnectionError("network unreachable"),
+    ]
 
 
 @pytest.mark.parametrize("error", offline_errors(), ids=lambda e: type(e).__name__)

@@ -20,7 +20,6 @@ from pgolf.data.download import (
 )
 from pgolf.data.shards import write_shard
 from pgolf.data.sidecar import read_sidecar
-
 from test_download import FakeHub
 
 REPO = "romeerp/parameter-golf-caseops-v1"
@@ -31,16 +30,16 @@ TOKENIZER = "fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"
 def make_caseops_hub(root: Path, sidecar_tokens: int | None = None) -> None:
     base = root / "datasets"
     ds = base / "datasets" / DATASET
-    manifest = {"datasets": [{"name": DATASET, "tokenizer_name": "caseops8192",
-                              "stats": {"files_val": 1, "files_train": 2}}],
-                "tokenizers": [{"name": "caseops8192", "model_path": f"tokenizers/{TOKENIZER}"}]}
+    manifest = {
+        "datasets": [{"name": DATASET, "tokenizer_name": "caseops8192", "stats": {"files_val": 1, "files_train": 2}}],
+        "tokenizers": [{"name": "caseops8192", "model_path": f"tokenizers/{TOKENIZER}"}],
+    }
     base.mkdir(parents=True)
     (base / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     val = np.array([1, 4, 9, 300, 1, 5, 6], dtype=np.uint16)
     write_shard(ds / "fineweb_val_000000.bin", val)
     # the records store the sidecar in the shard format: same header magic, uint16 counts
-    write_shard(ds / "fineweb_val_bytes_000000.bin",
-                np.array([0, 0, 3, 4, 0, 2, 1][:sidecar_tokens], dtype=np.uint16))
+    write_shard(ds / "fineweb_val_bytes_000000.bin", np.array([0, 0, 3, 4, 0, 2, 1][:sidecar_tokens], dtype=np.uint16))
     for i in range(2):
         write_shard(ds / f"fineweb_train_{i:06d}.bin", np.array([1, 7, 8 + i], dtype=np.uint16))
     (base / "tokenizers").mkdir()
@@ -65,8 +64,19 @@ def test_caseops_download_fetches_and_checks_sidecars(clean_env, tmp_path, monke
     summary = download_variant(CASEOPS_SP8192_VARIANT, 1, tmp_path / "data")
     ds = tmp_path / "data" / "datasets" / DATASET
     assert sorted(p.name for p in ds.iterdir()) == [
-        "fineweb_train_000000.bin", "fineweb_val_000000.bin", "fineweb_val_000000.bytes"]
-    assert read_sidecar(ds / "fineweb_val_000000.bytes", ds / "fineweb_val_000000.bin").tolist() == [0, 0, 3, 4, 0, 2, 1]
+        "fineweb_train_000000.bin",
+        "fineweb_val_000000.bin",
+        "fineweb_val_000000.bytes",
+    ]
+    assert read_sidecar(ds / "fineweb_val_000000.bytes", ds / "fineweb_val_000000.bin").tolist() == [
+        0,
+        0,
+        3,
+        4,
+        0,
+        2,
+        1,
+    ]
     assert f"datasets/datasets/{DATASET}/fineweb_val_bytes_000000.bin" in fake.calls
     assert summary.tokenizer_model == tmp_path / "data" / "tokenizers" / TOKENIZER
     fake.calls.clear()

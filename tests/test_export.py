@@ -11,10 +11,11 @@ import sys
 import pytest
 
 from conftest import tiny_config
+from pgolf.core.presets import frontier, naive_baseline
 from pgolf.submit.export import (
     bundle_order,
-    check_unique_names,
     byte_literal,
+    check_unique_names,
     compact_bytes,
     export_script,
     exported_code_bytes,
@@ -23,14 +24,21 @@ from pgolf.submit.export import (
     readable_bundle,
     submission_config,
 )
-from pgolf.core.presets import frontier, naive_baseline
 
 
 def test_bundle_rules_hold_for_the_whole_package():
     modules = bundle_order()
     assert len(modules) == len(set(modules))
-    assert {"submit.submission", "model.gpt", "train.trainer", "submit.finalize", "quant.schemes", "quant.pack",
-            "eval.scoring", "quant.container"} <= set(modules)
+    assert {
+        "submit.submission",
+        "model.gpt",
+        "train.trainer",
+        "submit.finalize",
+        "quant.schemes",
+        "quant.pack",
+        "eval.scoring",
+        "quant.container",
+    } <= set(modules)
     for i, name in enumerate(modules):  # every module comes after the modules it imports at top level
         top, _ = intra_imports(ast.parse(module_path(name).read_text(encoding="utf-8")))
         assert top <= set(modules[:i]), (name, top - set(modules[:i]))
@@ -66,7 +74,9 @@ def test_the_stub_carries_any_bytes_exactly(tmp_path):
 
 
 def losses(out: str) -> list[str]:
-    return re.findall(r"(step:\d+/\d+ (?:train_loss|val_loss):[0-9.]+)", out) + re.findall(r"final_\w+_exact val_loss:[0-9.]+ val_bpb:[0-9.]+", out)
+    return re.findall(r"(step:\d+/\d+ (?:train_loss|val_loss):[0-9.]+)", out) + re.findall(
+        r"final_\w+_exact val_loss:[0-9.]+ val_bpb:[0-9.]+", out
+    )
 
 
 @pytest.mark.slow
@@ -78,11 +88,33 @@ def test_exported_script_trains_exactly_like_the_package(tiny_dataset, tmp_path)
     export_script(cfg, script)  # embeds the tiny config (paths included)
     env = dict(os.environ, OMP_NUM_THREADS="1", RUN_ID="bundle")
     env.pop("PYTHONPATH", None)
-    bundle = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    bundle = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert bundle.returncode == 0, bundle.stderr[-3000:]
-    pkg = subprocess.run([sys.executable, "-m", "pgolf", "train", "--run-id", "pkg", "--data", str(data), "--tokenizer", str(tok),
-                          "--set", "threads=1", "--config", str(write_cfg(cfg, tmp_path))],
-                         cwd=tmp_path, env=dict(env, RUN_ID=""), capture_output=True, text=True, timeout=600)
+    pkg = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pgolf",
+            "train",
+            "--run-id",
+            "pkg",
+            "--data",
+            str(data),
+            "--tokenizer",
+            str(tok),
+            "--set",
+            "threads=1",
+            "--config",
+            str(write_cfg(cfg, tmp_path)),
+        ],
+        cwd=tmp_path,
+        env=dict(env, RUN_ID=""),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert pkg.returncode == 0, pkg.stderr[-3000:]
     got, want = losses(bundle.stdout), losses(pkg.stdout)
     assert got and got == want
@@ -120,25 +152,46 @@ def test_exported_frontier_shaped_script_matches_the_package_bit_for_bit(tiny_da
     export_script(cfg, script)
     env = dict(os.environ, OMP_NUM_THREADS="1", RUN_ID="bundle")
     env.pop("PYTHONPATH", None)
-    bundle = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    bundle = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
     assert bundle.returncode == 0, bundle.stderr[-3000:]
-    pkg = subprocess.run([sys.executable, "-m", "pgolf", "train", "--run-id", "pkg", "--config", str(write_cfg(cfg, tmp_path))],
-                         cwd=tmp_path, env=dict(env, RUN_ID=""), capture_output=True, text=True, timeout=900)
+    pkg = subprocess.run(
+        [sys.executable, "-m", "pgolf", "train", "--run-id", "pkg", "--config", str(write_cfg(cfg, tmp_path))],
+        cwd=tmp_path,
+        env=dict(env, RUN_ID=""),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert pkg.returncode == 0, pkg.stderr[-3000:]
     got, want = losses(bundle.stdout), losses(pkg.stdout)
     assert got and got == want and "recurrence:on" in bundle.stdout
-    digest = {run: hashlib.sha256((tmp_path / "runs" / run / "final_model.mixed.pglf").read_bytes()).hexdigest()
-              for run in ("bundle", "pkg")}
+    digest = {
+        run: hashlib.sha256((tmp_path / "runs" / run / "final_model.mixed.pglf").read_bytes()).hexdigest()
+        for run in ("bundle", "pkg")
+    }
     assert digest["bundle"] == digest["pkg"]
 
 
 def test_bundle_ships_only_what_the_run_reaches_and_checks_its_libraries():
     text = readable_bundle(submission_config(frontier()))
-    for absent in ("def download_variant", "def plot_table", "def describe", "def build_shards", "def main(",
-                   "def bench_proxy", "scipy", "matplotlib", "huggingface_hub"):
+    for absent in (
+        "def download_variant",
+        "def plot_table",
+        "def describe",
+        "def build_shards",
+        "def main(",
+        "def bench_proxy",
+        "scipy",
+        "matplotlib",
+        "huggingface_hub",
+    ):
         assert absent not in text, absent
     tree = ast.parse(text)
-    required = next(n for n in tree.body if isinstance(n, ast.AnnAssign) and getattr(n.target, "id", "") == "REQUIRED_MODULES")
+    required = next(
+        n for n in tree.body if isinstance(n, ast.AnnAssign) and getattr(n.target, "id", "") == "REQUIRED_MODULES"
+    )
     mods = ast.literal_eval(required.value)
     assert {"torch", "numpy", "sentencepiece", "safetensors", "zstandard", "brotli"} <= set(mods)
 
@@ -148,11 +201,15 @@ def test_exported_script_fails_fast_on_a_missing_library(tmp_path):
     script = tmp_path / "train_gpt.py"
     export_script(submission_config(naive_baseline()), script)
     hide = tmp_path / "sitecustomize.py"  # a fresh interpreter that cannot find zstandard
-    hide.write_text("import importlib.util, sys\n"
-                    "_real = importlib.util.find_spec\n"
-                    "importlib.util.find_spec = lambda n, *a: None if n == 'zstandard' else _real(n, *a)\n")
+    hide.write_text(
+        "import importlib.util, sys\n"
+        "_real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, *a: None if n == 'zstandard' else _real(n, *a)\n"
+    )
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    res = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode != 0 and "missing Python packages: zstandard" in res.stderr, res.stderr[-2000:]
     assert not (tmp_path / "logs").exists()  # nothing was run
 
@@ -175,15 +232,35 @@ def test_pgolf_run_writes_a_record_folder(tiny_dataset, tmp_path):
     data, tok = tiny_dataset
     cfg = tiny_config(data, tok, iterations=3)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "-m", "pgolf", "run", "--config", str(write_cfg(cfg, tmp_path)), "--run-id", "rec",
-                          "--seed", "7"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pgolf",
+            "run",
+            "--config",
+            str(write_cfg(cfg, tmp_path)),
+            "--run-id",
+            "rec",
+            "--seed",
+            "7",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     folder = next((tmp_path / "records" / "track_non_record_16mb").glob("*_rec"))  # no wall-clock cap: non-record
     sub = json.loads((folder / "submission.json").read_text())
     assert sub["bytes_code"] == (folder / "train_gpt.py").stat().st_size
     assert sub["bytes_total"] > sub["bytes_code"] and sub["seeds"] == [7] and sub["val_bpb"] > 0
     assert (folder / "train_seed7.log").read_text().count("final_int8_zlib_roundtrip_exact") == 1
-    assert "Reproduce" in (folder / "README.md").read_text() and "nproc_per_node=8" not in (folder / "README.md").read_text()
+    assert (
+        "Reproduce" in (folder / "README.md").read_text()
+        and "nproc_per_node=8" not in (folder / "README.md").read_text()
+    )
 
 
 def test_code_size_cache_is_keyed_and_survives_a_bad_entry(tmp_path, monkeypatch):

@@ -15,19 +15,18 @@ import zlib
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from conftest import tiny_config
 from pgolf.cli.main import main
-from pgolf.core.config import RANGES, ConfigError, RunConfig, numeric_options, validate
+from pgolf.core.config import RANGES, RunConfig, numeric_options, validate
 from pgolf.core.errors import PgolfError
 from pgolf.core.presets import PRESETS
 from pgolf.core.progress import track
 from pgolf.model.gpt import GPT
 from pgolf.model.inventory import quant_groups_for
-from pgolf.quant.container import PREFIX, ArtifactError, read_artifact
+from pgolf.quant.container import PREFIX, ArtifactError
 from pgolf.quant.pack import pack, unpack
 from pgolf.quant.schemes import quantize
 from pgolf.submit.finalize import finalize
@@ -153,14 +152,17 @@ def test_every_numeric_option_has_a_range_and_presets_fit():
         validate(make())
 
 
-@pytest.mark.parametrize("flag,match", [
-    (["--iterations", "-1"], r"train\.iterations=-1 is outside the allowed range \[0, "),
-    (["--set", "train.ema_decay=1.5"], r"train\.ema_decay=1\.5 is outside the allowed range \[0, 1\)"),
-    (["--stride", "-64"], r"eval\.stride=-64 is outside"),
-    (["--val-max-tokens", "-5"], r"eval\.val_max_tokens=-5 is outside"),
-    (["--set", "train.warmup_steps=-2"], r"train\.warmup_steps=-2 is outside"),
-    (["--set", "model.num_layers=1e9"], r"model\.num_layers=1000000000 is outside the allowed range \[1, 64\]"),
-])
+@pytest.mark.parametrize(
+    "flag,match",
+    [
+        (["--iterations", "-1"], r"train\.iterations=-1 is outside the allowed range \[0, "),
+        (["--set", "train.ema_decay=1.5"], r"train\.ema_decay=1\.5 is outside the allowed range \[0, 1\)"),
+        (["--stride", "-64"], r"eval\.stride=-64 is outside"),
+        (["--val-max-tokens", "-5"], r"eval\.val_max_tokens=-5 is outside"),
+        (["--set", "train.warmup_steps=-2"], r"train\.warmup_steps=-2 is outside"),
+        (["--set", "model.num_layers=1e9"], r"model\.num_layers=1000000000 is outside the allowed range \[1, 64\]"),
+    ],
+)
 def test_out_of_range_values_are_one_line_errors(flag, match, capsys):
     assert main(["train", "--preset", "naive-baseline-cpu-proxy", "--dry-run", *flag]) == 2
     err = capsys.readouterr().err.strip()
@@ -245,10 +247,10 @@ def forge(path: Path, edit_header=None, streams=None) -> None:
     checksum recomputed: only the content lies."""
     blob = path.read_bytes()
     magic, version, hlen, _ = PREFIX.unpack_from(blob)
-    header = json.loads(zlib.decompress(blob[PREFIX.size: PREFIX.size + hlen]))
+    header = json.loads(zlib.decompress(blob[PREFIX.size : PREFIX.size + hlen]))
     pos, parts = PREFIX.size + hlen, []
     for s in header["streams"]:
-        parts.append(blob[pos: pos + s["n"]])
+        parts.append(blob[pos : pos + s["n"]])
         pos += s["n"]
     if streams:
         for i, data in streams.items():
@@ -261,16 +263,19 @@ def forge(path: Path, edit_header=None, streams=None) -> None:
     path.write_bytes(PREFIX.pack(magic, version, len(h), crc) + h + b"".join(parts))
 
 
-@pytest.mark.parametrize("case,match", [
-    ("huge_raw", "declare .* decoded bytes, more than"),
-    ("bomb", "expands beyond"),
-    ("huge_shape", "lies outside its payload stream"),
-    ("bad_types", "'n' and 'raw' must be non-negative integers"),
-    ("bad_dtype", "unsupported dtype"),
-    ("bad_codec", "unknown codec"),
-    ("entry_shape", "does not have shape|do not match its shape"),
-    ("entry_dtype", "unknown kind or dtype"),
-])
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("huge_raw", "declare .* decoded bytes, more than"),
+        ("bomb", "expands beyond"),
+        ("huge_shape", "lies outside its payload stream"),
+        ("bad_types", "'n' and 'raw' must be non-negative integers"),
+        ("bad_dtype", "unsupported dtype"),
+        ("bad_codec", "unknown codec"),
+        ("entry_shape", "does not have shape|do not match its shape"),
+        ("entry_dtype", "unknown kind or dtype"),
+    ],
+)
 def test_lying_headers_with_valid_checksums_are_one_line_errors(tmp_path, case, match):
     path, _ = small_artifact(tmp_path)
 
@@ -304,21 +309,35 @@ def test_lying_headers_with_valid_checksums_are_one_line_errors(tmp_path, case, 
             edit_bomb(h)
             h["streams"][0].update(codec="zlib", transform="none", raw=1000, mid=1000)
             h["tensors"] = [t for t in h["tensors"] if t["stream"] != 0]
+
     forge(path, edit, streams)
     with pytest.raises(ArtifactError, match=match):
         unpack(path)
 
 
-@pytest.mark.parametrize("model", [{"num_layers": 10**9}, {"num_layers": "many"}, {"vocab_size": 2**20},
-                                   {"num_layers": 3}])
+@pytest.mark.parametrize(
+    "model", [{"num_layers": 10**9}, {"num_layers": "many"}, {"vocab_size": 2**20}, {"num_layers": 3}]
+)
 def test_a_lying_model_config_is_refused_before_building(tmp_path, tiny_dataset, model, capsys, monkeypatch):
     path, cfg = small_artifact(tmp_path)
     forge(path, lambda h: h["meta"]["model"].update(model))
     built = []
     monkeypatch.setattr("pgolf.eval.evaluate.GPT", lambda *a: built.append(a) or GPT(*a))
     data, tok = tiny_dataset
-    code = main(["eval", str(path), "--data", str(data), "--tokenizer", str(tok), "--device", "cpu",
-                 "--preset", "naive-baseline"])
+    code = main(
+        [
+            "eval",
+            str(path),
+            "--data",
+            str(data),
+            "--tokenizer",
+            str(tok),
+            "--device",
+            "cpu",
+            "--preset",
+            "naive-baseline",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and str(path) in err, err
     assert not built  # refused before any model was allocated
@@ -368,8 +387,13 @@ def test_toml_typo_names_the_file(tmp_path, capsys):
     assert err == f"pgolf: error: {cfg}: unknown config option 'model.num_layrs'"
 
 
-@pytest.mark.parametrize("line,match", [(b'{"text": "caf\xe9"}\n', r"docs\.jsonl:2: not UTF-8"),
-                                        (b'{"text": "\\ud800 lone"}\n', r"docs\.jsonl:2: 'text' holds a lone surrogate")])
+@pytest.mark.parametrize(
+    "line,match",
+    [
+        (b'{"text": "caf\xe9"}\n', r"docs\.jsonl:2: not UTF-8"),
+        (b'{"text": "\\ud800 lone"}\n', r"docs\.jsonl:2: 'text' holds a lone surrogate"),
+    ],
+)
 def test_bad_jsonl_names_file_and_line(tmp_path, tiny_dataset, line, match, capsys):
     docs = tmp_path / "docs.jsonl"
     docs.write_bytes(b'{"text": "fine"}\n' + line)

@@ -14,20 +14,35 @@ from pgolf.core.roles import parameter_roles
 from pgolf.model.fp8 import convert_to_fp8, enable_fp8, fp8_eligible, fp8_problem
 from pgolf.model.gpt import GPT
 
-needs_torchao = pytest.mark.skipif(importlib.util.find_spec("torchao") is None,
-                                   reason="torchao is not installed (optional: pip install pgolf[gpu])")
+needs_torchao = pytest.mark.skipif(
+    importlib.util.find_spec("torchao") is None, reason="torchao is not installed (optional: pip install pgolf[gpu])"
+)
 
 
 def cfg() -> ModelConfig:
-    return ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=4, num_kv_heads=2, mlp_mult=2.0,
-                       xsa_layers="all", bigram_buckets=16, bigram_dim=16, ve_layers="1", ve_dim=16)
+    return ModelConfig(
+        vocab_size=64,
+        num_layers=2,
+        model_dim=32,
+        num_heads=4,
+        num_kv_heads=2,
+        mlp_mult=2.0,
+        xsa_layers="all",
+        bigram_buckets=16,
+        bigram_dim=16,
+        ve_layers="1",
+        ve_dim=16,
+    )
 
 
 def test_only_block_projections_with_fp8_dims_are_eligible():
     model = GPT(cfg())
     names = [n for n, m in model.named_modules() if fp8_eligible(n, m)]
-    assert names == [f"blocks.{i}.{p}" for i in range(2) for p in
-                     ("attn.c_q", "attn.c_k", "attn.c_v", "attn.proj", "mlp.fc", "mlp.proj")]
+    assert names == [
+        f"blocks.{i}.{p}"
+        for i in range(2)
+        for p in ("attn.c_q", "attn.c_k", "attn.c_v", "attn.proj", "mlp.fc", "mlp.proj")
+    ]
     odd = torch.nn.Linear(24, 40, bias=False)  # 24 is not a multiple of 16
     assert not fp8_eligible("blocks.0.mlp.fc", odd)
 

@@ -11,12 +11,19 @@ import torch
 
 from conftest import shared_data_dir
 from pgolf.core.config import ModelConfig, QuantConfig
-from pgolf.quant.gptq import calibration_batches, collect_hessians, gptq_codes, linear_weight_names, output_error, rtn_codes
-from pgolf.quant.lowbit import dequantize_rows, fp16_row_scale, row_clip
-from pgolf.model.gpt import GPT
 from pgolf.core.roles import quant_groups
-from pgolf.quant.schemes import dequantize, quantize
 from pgolf.data.shards import write_shard
+from pgolf.model.gpt import GPT
+from pgolf.quant.gptq import (
+    calibration_batches,
+    collect_hessians,
+    gptq_codes,
+    linear_weight_names,
+    output_error,
+    rtn_codes,
+)
+from pgolf.quant.lowbit import dequantize_rows, fp16_row_scale, row_clip
+from pgolf.quant.schemes import dequantize, quantize
 
 SHARED = shared_data_dir() / "fineweb_sample" / "sp1024"  # ../shared/data or $PGOLF_SHARED_DATA
 
@@ -44,10 +51,14 @@ def test_gptq_beats_rtn_on_same_weights_and_calibration(bits, k, act_order):
     assert err_gptq < 0.8 * err_rtn
     x_test = correlated_inputs(2048, 96, sample_seed=2)  # held-out inputs from the same distribution
     h_test = x_test.T @ x_test / x_test.shape[0]
-    assert output_error(w, dequantize_rows(codes, scale), h_test) < output_error(w, dequantize_rows(rtn_codes(w, scale, bits), scale), h_test)
+    assert output_error(w, dequantize_rows(codes, scale), h_test) < output_error(
+        w, dequantize_rows(rtn_codes(w, scale, bits), scale), h_test
+    )
 
 
-def reference_gptq(w: torch.Tensor, h: torch.Tensor, scale: torch.Tensor, bits: int, damp: float = 0.01) -> torch.Tensor:
+def reference_gptq(
+    w: torch.Tensor, h: torch.Tensor, scale: torch.Tensor, bits: int, damp: float = 0.01
+) -> torch.Tensor:
     """Textbook GPTQ in float64 without blocks or act-order: U = chol((H + damp)^-1, upper), then
     column by column round and spread the scaled error over the later columns."""
     w, h = w.double().clone(), h.double()
@@ -124,7 +135,9 @@ def test_collect_hessians_shares_xtx_across_qkv_and_never_copies_to_the_host(mon
     assert copies == [] and hs.products == 3 * (4 * 2 + 1)
     for i in range(2):
         q = hs.h[f"blocks.{i}.attn.c_q.weight"]
-        assert torch.equal(q, hs.h[f"blocks.{i}.attn.c_k.weight"]) and torch.equal(q, hs.h[f"blocks.{i}.attn.c_v.weight"])
+        assert torch.equal(q, hs.h[f"blocks.{i}.attn.c_k.weight"]) and torch.equal(
+            q, hs.h[f"blocks.{i}.attn.c_v.weight"]
+        )
         assert q.data_ptr() != hs.h[f"blocks.{i}.attn.c_k.weight"].data_ptr()  # separate tensors: safe to all-reduce
 
 
@@ -142,8 +155,15 @@ def test_quantize_with_hessians_uses_gptq_until_the_deadline():
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
     hs = collect_hessians(model, [torch.randint(0, 96, (4, 32)) for _ in range(2)]).h
-    q = QuantConfig(scheme="mixed", gptq=True, keep_float_max_numel=512, attn_bits=4, mlp_bits=4,
-                    attn_clip_sigmas=6.0, mlp_clip_sigmas=6.0)
+    q = QuantConfig(
+        scheme="mixed",
+        gptq=True,
+        keep_float_max_numel=512,
+        attn_bits=4,
+        mlp_bits=4,
+        attn_clip_sigmas=6.0,
+        mlp_clip_sigmas=6.0,
+    )
     state = model.state_dict()
     on = quantize(state, quant_groups(model), q, hessians=hs)
     assert len(on.info["gptq"]) == sum(e["kind"] == "intq" for e in on.entries.values())
@@ -151,8 +171,10 @@ def test_quantize_with_hessians_uses_gptq_until_the_deadline():
     assert late.info["gptq"] == [] and len(late.info["rtn_after_deadline"]) == len(on.info["gptq"])
     rtn = quantize(state, quant_groups(model), q)  # no Hessians: round to nearest, same as after the deadline
     assert all(np.array_equal(rtn.arrays[n], late.arrays[n]) for n in rtn.arrays)
-    total = {kind: sum(output_error(state[n], dequantize(s)[n], hs[n]) for n in on.info["gptq"])
-             for kind, s in (("gptq", on), ("rtn", rtn))}
+    total = {
+        kind: sum(output_error(state[n], dequantize(s)[n], hs[n]) for n in on.info["gptq"])
+        for kind, s in (("gptq", on), ("rtn", rtn))
+    }
     assert total["gptq"] < total["rtn"]
 
 
@@ -180,4 +202,6 @@ def test_gptq_beats_rtn_on_real_calibration_data():
     scale = fp16_row_scale(row_clip(w, 4, "sdclip", 6.0), 4)
     h = hs["blocks.0.mlp.proj.weight"]
     codes = gptq_codes(w, h, scale, 4)
-    assert output_error(w, dequantize_rows(codes, scale), h) < output_error(w, dequantize_rows(rtn_codes(w, scale, 4), scale), h)
+    assert output_error(w, dequantize_rows(codes, scale), h) < output_error(
+        w, dequantize_rows(rtn_codes(w, scale, 4), scale), h
+    )

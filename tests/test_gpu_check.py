@@ -21,9 +21,25 @@ ORDER = ["step", "attention", "ttt", "eval", "gptq", "export", "compile", "fp8",
 def run(tmp_path, *extra) -> tuple[subprocess.CompletedProcess, dict]:
     out = tmp_path / "gc.json"
     # Timeouts are sized for the GPU; a shared 2-core CPU gets three times as long.
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--budget-scale", "3",
-                           "--work", str(tmp_path / "work"), "--out", str(out), *extra],
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--device",
+            "cpu",
+            "--tiny",
+            "--budget-scale",
+            "3",
+            "--work",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc, json.loads(out.read_text())
 

@@ -50,7 +50,9 @@ def test_update_before_score_fails_c3(case, monkeypatch):
         for i in rows.tolist():
             applied[i].append(k)
         bank.rows = torch.from_numpy(rows).to(device)
-        real_step(model, tokens, bank, _NoStep(), st, rec, batch, plans, k, [list(a) for a in applied], device, autocast)
+        real_step(
+            model, tokens, bank, _NoStep(), st, rec, batch, plans, k, [list(a) for a in applied], device, autocast
+        )
 
     real_step = docscore.ttt_chunk
     monkeypatch.setattr(docscore, "ttt_chunk", step_then_score)
@@ -86,9 +88,18 @@ def test_future_token_leak_fails_c1(case, monkeypatch):
 def test_tilt_without_renormalisation_fails_c2(case, monkeypatch):
     c, _, _ = case
     assert check_normalisation(c).passed
-    monkeypatch.setattr(docscore, "tilted_nll", lambda logp, y, h, beta: tilted_nll(logp, y, h, beta)
-                        - torch.where(h >= 0, torch.log1p(logp.exp().gather(-1, h.clamp(min=0)[:, None]).squeeze(-1)
-                                                         * (torch.e ** beta - 1)), torch.zeros_like(y, dtype=logp.dtype)))
+    monkeypatch.setattr(
+        docscore,
+        "tilted_nll",
+        lambda logp, y, h, beta: (
+            tilted_nll(logp, y, h, beta)
+            - torch.where(
+                h >= 0,
+                torch.log1p(logp.exp().gather(-1, h.clamp(min=0)[:, None]).squeeze(-1) * (torch.e**beta - 1)),
+                torch.zeros_like(y, dtype=logp.dtype),
+            )
+        ),
+    )
     r = check_normalisation(c)
     assert not r.passed, r.detail
 
@@ -100,8 +111,14 @@ def test_pgolf_check_passes_on_the_cpu_proxy_preset(capsys):
 
     assert main(["check", "--preset", "frontier-cpu-proxy"]) == 0
     out = capsys.readouterr().out
-    for name in ("C1 causality: PASS", "C2 normalisation: PASS", "C3 score before update: PASS",
-                 "C4 single pass: PASS", "V  validation isolation: PASS", "check:PASS all 5"):
+    for name in (
+        "C1 causality: PASS",
+        "C2 normalisation: PASS",
+        "C3 score before update: PASS",
+        "C4 single pass: PASS",
+        "V  validation isolation: PASS",
+        "check:PASS all 5",
+    ):
         assert name in out, out
 
 

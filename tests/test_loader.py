@@ -54,7 +54,10 @@ def test_world_sizes_see_the_same_spans(tmp_path):
     pattern = make_shards(tmp_path)
 
     def spans(world):
-        return [sorted(tuple(x.flatten().tolist()) for x, _ in step) for step in micro_batches(pattern, world, 8 // world, 3)]
+        return [
+            sorted(tuple(x.flatten().tolist()) for x, _ in step)
+            for step in micro_batches(pattern, world, 8 // world, 3)
+        ]
 
     ref = spans(1)
     for world in (2, 4, 8):

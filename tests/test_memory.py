@@ -16,8 +16,9 @@ from pgolf.submit.dryrun import memory_line
 
 
 def tiny(**kw) -> ModelConfig:
-    base = ModelConfig(vocab_size=128, num_layers=2, model_dim=32, num_heads=4, num_kv_heads=2, xsa_layers="all",
-                       doc_mask=True)
+    base = ModelConfig(
+        vocab_size=128, num_layers=2, model_dim=32, num_heads=4, num_kv_heads=2, xsa_layers="all", doc_mask=True
+    )
     return replace(base, **kw)
 
 

@@ -10,14 +10,21 @@ import torch
 import torch.nn.functional as F
 
 from pgolf.core.config import ModelConfig
-from pgolf.model.gpt import GPT, layer_schedule, num_skips
 from pgolf.core.presets import frontier, naive_baseline
+from pgolf.model.gpt import GPT, layer_schedule, num_skips
 from pgolf.model.inventory import param_shapes
 
 OFFICIAL_BLOCK_TENSORS = {
-    "attn_scale": (512,), "mlp_scale": (512,), "resid_mix": (2, 512), "attn.q_gain": (8,),
-    "attn.c_q.weight": (512, 512), "attn.c_k.weight": (256, 512), "attn.c_v.weight": (256, 512),
-    "attn.proj.weight": (512, 512), "mlp.fc.weight": (1024, 512), "mlp.proj.weight": (512, 1024),
+    "attn_scale": (512,),
+    "mlp_scale": (512,),
+    "resid_mix": (2, 512),
+    "attn.q_gain": (8,),
+    "attn.c_q.weight": (512, 512),
+    "attn.c_k.weight": (256, 512),
+    "attn.c_v.weight": (256, 512),
+    "attn.proj.weight": (512, 512),
+    "mlp.fc.weight": (1024, 512),
+    "mlp.proj.weight": (512, 1024),
 }
 
 
@@ -53,7 +60,7 @@ def reference_baseline_loss(sd: dict, cfg: ModelConfig, ids: torch.Tensor, tgt: 
     cos, sin = fr.cos()[None, None], fr.sin()[None, None]
 
     def rope(t):
-        a, b = t[..., : dh // 2], t[..., dh // 2:]
+        a, b = t[..., : dh // 2], t[..., dh // 2 :]
         return torch.cat((a * cos + b * sin, -a * sin + b * cos), -1)
 
     def block(i, x, x0):
@@ -130,10 +137,25 @@ OPTION_SETS = {
     "untied": dict(tie_embeddings=False),
     "no_unet": dict(unet_skips=False),
     "ortho": dict(ortho_init=True),
-    "everything": dict(activation="leaky_relu2", rope_dims=4, ln_scale=True, xsa_layers="all",
-                       smear_gate=True, bigram_buckets=37, bigram_dim=8, ve_layers="3", ve_dim=8,
-                       value_residual=True, recur_layers="1-2", recur_loops=2, parallel_from=3,
-                       skip_gates=True, attn_gate="sparse", softcap_learned=True, doc_mask=True),
+    "everything": dict(
+        activation="leaky_relu2",
+        rope_dims=4,
+        ln_scale=True,
+        xsa_layers="all",
+        smear_gate=True,
+        bigram_buckets=37,
+        bigram_dim=8,
+        ve_layers="3",
+        ve_dim=8,
+        value_residual=True,
+        recur_layers="1-2",
+        recur_loops=2,
+        parallel_from=3,
+        skip_gates=True,
+        attn_gate="sparse",
+        softcap_learned=True,
+        doc_mask=True,
+    ),
 }
 
 
@@ -171,8 +193,11 @@ def test_option_shapes_and_causality(name):
 
 @pytest.mark.parametrize("name", ["smear", "bigram", "doc_mask_all"])
 def test_no_information_crosses_bos_when_masked(name):
-    opts = {"smear": dict(smear_gate=True, doc_mask=True), "bigram": dict(bigram_buckets=37, bigram_dim=8, doc_mask=True),
-            "doc_mask_all": OPTION_SETS["everything"]}[name]
+    opts = {
+        "smear": dict(smear_gate=True, doc_mask=True),
+        "bigram": dict(bigram_buckets=37, bigram_dim=8, doc_mask=True),
+        "doc_mask_all": OPTION_SETS["everything"],
+    }[name]
     model = perturbed(small(**opts))
     ids = torch.randint(2, 64, (1, 24))
     ids[0, 0] = ids[0, 10] = 1  # document 2 starts at position 10
@@ -196,8 +221,14 @@ def count(model: GPT) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("opts", [dict(recur_layers="1-2", recur_loops=3), dict(parallel_from=1),
-                                  dict(recur_layers="0-3", recur_loops=2, parallel_from=2, skip_gates=True)])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(recur_layers="1-2", recur_loops=3),
+        dict(parallel_from=1),
+        dict(recur_layers="0-3", recur_loops=2, parallel_from=2, skip_gates=True),
+    ],
+)
 def test_recurrence_and_lanes_parameter_counts(opts):
     cfg = small(**opts)
     L, D = cfg.num_layers, cfg.model_dim

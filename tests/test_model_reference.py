@@ -61,7 +61,7 @@ def ref_attention(p, cfg: ModelConfig, x: torch.Tensor, layer: int) -> torch.Ten
     cos, sin = ang.cos(), ang.sin()
 
     def rope(t):
-        a, b, rest = t[..., : rot // 2], t[..., rot // 2: rot], t[..., rot:]
+        a, b, rest = t[..., : rot // 2], t[..., rot // 2 : rot], t[..., rot:]
         return torch.cat((a * cos + b * sin, -a * sin + b * cos, rest), -1)
 
     q, k = rope(q) * p("attn.q_gain")[None, :, None, None], rope(k)
@@ -125,8 +125,7 @@ def ref_hidden(sd: dict, cfg: ModelConfig, ids: torch.Tensor) -> torch.Tensor:
             a = p("attn_scale") * ref_attention(p, cfg, scaled_norm(mixed, i), i)
             m = p("mlp_scale") * ref_mlp(p, cfg, scaled_norm(l1, i))
             post, carry = sd["lane_post"][i], sd["lane_resid"][i]
-            lanes = (carry[0] * l0 + post[0, 0] * a + post[1, 0] * m,
-                     carry[1] * l1 + post[0, 1] * a + post[1, 1] * m)
+            lanes = (carry[0] * l0 + post[0, 0] * a + post[1, 0] * m, carry[1] * l1 + post[0, 1] * a + post[1, 1] * m)
         if i < n_enc:
             skips.append(x if lanes is None else lanes[0])
     if lanes is not None:
@@ -143,9 +142,18 @@ CASES = {
     "skip_gates_lnscale_rope": dict(skip_gates=True, ln_scale=True, rope_dims=4, activation="leaky_relu2"),
     "lanes": dict(parallel_from=2),
     "lanes_from_0": dict(parallel_from=0, skip_gates=True),
-    "frontier_like": dict(xsa_layers="all", smear_gate=True, attn_gate="sparse", attn_gate_dims=6,
-                          attn_gate_scale=0.5, skip_gates=True, ln_scale=True, rope_dims=4,
-                          activation="leaky_relu2", parallel_from=3),
+    "frontier_like": dict(
+        xsa_layers="all",
+        smear_gate=True,
+        attn_gate="sparse",
+        attn_gate_dims=6,
+        attn_gate_scale=0.5,
+        skip_gates=True,
+        ln_scale=True,
+        rope_dims=4,
+        activation="leaky_relu2",
+        parallel_from=3,
+    ),
 }
 
 

@@ -16,17 +16,29 @@ import torch
 
 from pgolf.cli.main import main
 from pgolf.core.config import QuantConfig
+from pgolf.core.presets import naive_baseline
 from pgolf.model.inventory import quant_groups_for
 from pgolf.quant.container import ArtifactError
 from pgolf.quant.official import load_official_checkpoint
 from pgolf.quant.schemes import dequantize, quantize_int8, quantize_int8_rows
-from pgolf.core.presets import naive_baseline
 
 # What the official script logged for these files (official/README.md).
 OFFICIAL_ROUNDTRIP = {"val_loss": 3.79157570, "val_bpb": 2.27176326}  # final_int8_zlib_roundtrip_exact, 8 decimals
 OFFICIAL_FP32 = {"val_loss": 3.7891, "val_bpb": 2.2703}  # the last validation line, 4 decimals
-OFFICIAL_SHAPE = ["--set", "model.num_layers=2", "--set", "model.model_dim=128", "--set", "model.num_heads=4",
-                  "--set", "model.num_kv_heads=2", "--set", "model.mlp_mult=2", "--set", "train.train_seq_len=256"]
+OFFICIAL_SHAPE = [
+    "--set",
+    "model.num_layers=2",
+    "--set",
+    "model.model_dim=128",
+    "--set",
+    "model.num_heads=4",
+    "--set",
+    "model.num_kv_heads=2",
+    "--set",
+    "model.mlp_mult=2",
+    "--set",
+    "train.train_seq_len=256",
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +58,21 @@ def official_model_config():
 
 def pgolf_eval(path: Path, sp1024_paths, capsys) -> dict[str, float]:
     data, tok = sp1024_paths
-    code = main(["eval", str(path), "--preset", "naive-baseline", "--data", str(data), "--tokenizer", str(tok),
-                 "--device", "cpu", *OFFICIAL_SHAPE])
+    code = main(
+        [
+            "eval",
+            str(path),
+            "--preset",
+            "naive-baseline",
+            "--data",
+            str(data),
+            "--tokenizer",
+            str(tok),
+            "--device",
+            "cpu",
+            *OFFICIAL_SHAPE,
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     m = re.search(r"eval:nonoverlap window:256 stride:0 val_loss:(\S+) val_bpb:(\S+) tokens:(\d+)", out)
@@ -64,7 +89,12 @@ def test_int8_rows_follow_the_official_rule():
     clip = torch.quantile(w.abs(), 0.9999984, dim=1)
     scale = (clip / 127).clamp_min(1 / 127)
     assert torch.equal(s, scale.half())
-    assert torch.equal(q, torch.clamp(torch.round(torch.clamp(w, -clip[:, None], clip[:, None]) / scale[:, None]), -127, 127).to(torch.int8))
+    assert torch.equal(
+        q,
+        torch.clamp(torch.round(torch.clamp(w, -clip[:, None], clip[:, None]) / scale[:, None]), -127, 127).to(
+            torch.int8
+        ),
+    )
     assert float((q.float() * s.float()[:, None] - w).abs()[:, :5].max()) <= float(s.float().max()) / 2 + 1e-3
 
 

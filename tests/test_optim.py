@@ -25,20 +25,44 @@ def test_newton_schulz_orthogonalises(kind, lo, shape):
 
 
 def test_official_split_covers_every_parameter_once():
-    model = GPT(ModelConfig(vocab_size=64, num_layers=3, model_dim=32, num_heads=4, num_kv_heads=2,
-                            bigram_buckets=16, bigram_dim=8, smear_gate=True, parallel_from=1, attn_gate="sparse"))
+    model = GPT(
+        ModelConfig(
+            vocab_size=64,
+            num_layers=3,
+            model_dim=32,
+            num_heads=4,
+            num_kv_heads=2,
+            bigram_buckets=16,
+            bigram_dim=8,
+            smear_gate=True,
+            parallel_from=1,
+            attn_gate="sparse",
+        )
+    )
     groups = split_params(model)
     names = {id(p): n for n, p in model.named_parameters()}
     by_group = {g: {names[id(p)] for p in ps} for g, ps in groups.items()}
     assert sum(len(v) for v in by_group.values()) == len(names)  # each parameter exactly once
-    matrix = {f"blocks.{i}.{m}.weight" for i in range(3) for m in ("attn.c_q", "attn.c_k", "attn.c_v", "attn.proj", "mlp.fc", "mlp.proj")}
+    matrix = {
+        f"blocks.{i}.{m}.weight"
+        for i in range(3)
+        for m in ("attn.c_q", "attn.c_k", "attn.c_v", "attn.proj", "mlp.fc", "mlp.proj")
+    }
     assert by_group["muon"] == matrix
     assert by_group["adam-embed"] == {"tok_emb.weight", "bigram.bigram_table", "bigram.bigram_proj.weight"}
     assert by_group["adam-head"] == set()
-    assert {"blocks.0.attn.attn_gate", "blocks.1.resid_mix", "lane_post", "skip_weights", "smear.smear_gate"} <= by_group["adam-scalar"]
+    assert {
+        "blocks.0.attn.attn_gate",
+        "blocks.1.resid_mix",
+        "lane_post",
+        "skip_weights",
+        "smear.smear_gate",
+    } <= by_group["adam-scalar"]
     opts = build_optimizers(model, TrainConfig(), tied=True)
     assert isinstance(opts[1], Muon) and len(opts) == 3
-    untied = GPT(ModelConfig(vocab_size=64, num_layers=1, model_dim=32, num_heads=4, num_kv_heads=2, tie_embeddings=False))
+    untied = GPT(
+        ModelConfig(vocab_size=64, num_layers=1, model_dim=32, num_heads=4, num_kv_heads=2, tie_embeddings=False)
+    )
     assert [len(g) for g in split_params(untied).values()] == [6, 1, 1, 5]  # muon, embed, head, scalar
 
 
@@ -69,7 +93,11 @@ def test_reserve_shortens_the_training_clock():
 
 def test_muon_momentum_ramp():
     t = TrainConfig(muon_momentum_warmup_start=0.85, muon_momentum=0.95, muon_momentum_warmup_steps=10)
-    assert muon_momentum_at(0, t) == 0.85 and muon_momentum_at(5, t) == pytest.approx(0.9) and muon_momentum_at(50, t) == 0.95
+    assert (
+        muon_momentum_at(0, t) == 0.85
+        and muon_momentum_at(5, t) == pytest.approx(0.9)
+        and muon_momentum_at(50, t) == 0.95
+    )
 
 
 def test_muon_weight_decay_and_row_norm_step():
@@ -80,7 +108,9 @@ def test_muon_weight_decay_and_row_norm_step():
     g = torch.randn(16, 8)
     g[3] *= 50.0  # one large row: row normalisation must remove its dominance
     before = p.detach().clone()
-    opt = Muon([p], lr=0.1, momentum=0.0, backend_steps=5, nesterov=False, weight_decay=0.5, ns="polar_express", row_norm=True)
+    opt = Muon(
+        [p], lr=0.1, momentum=0.0, backend_steps=5, nesterov=False, weight_decay=0.5, ns="polar_express", row_norm=True
+    )
     p.grad = g.clone()
     opt.step()
     u = newton_schulz5(g / g.norm(dim=-1, keepdim=True), 5, kind="polar_express") * (16 / 8) ** 0.5

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from pgolf.core.config import ModelConfig, QuantConfig
+from pgolf.model.gpt import GPT
+from pgolf.model.inventory import quant_groups_for
 from pgolf.quant.lowbit import (
     CLIP_SEARCH_GRID,
     dequantize_rows,
@@ -17,8 +19,6 @@ from pgolf.quant.lowbit import (
     row_clip,
 )
 from pgolf.quant.lqer import lqer_candidate, lqer_correction, lqer_factors
-from pgolf.model.gpt import GPT
-from pgolf.model.inventory import quant_groups_for
 from pgolf.quant.schemes import INT8_CLIP_Q, dequantize, quantize, quantize_int8_rows
 
 TINY = ModelConfig(num_layers=2, model_dim=64, num_heads=2, num_kv_heads=1, vocab_size=96)
@@ -91,8 +91,15 @@ def tiny_state(seed: int = 0) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("bits", [3, 5, 6, 8])
 def test_mixed_scheme_roundtrip_bound(bits):
     state = tiny_state()
-    q = QuantConfig(scheme="mixed", attn_bits=bits, mlp_bits=bits, embed_bits=16, keep_float_max_numel=512,
-                    attn_clip_sigmas=20.0, mlp_clip_sigmas=20.0)
+    q = QuantConfig(
+        scheme="mixed",
+        attn_bits=bits,
+        mlp_bits=bits,
+        embed_bits=16,
+        keep_float_max_numel=512,
+        attn_clip_sigmas=20.0,
+        mlp_clip_sigmas=20.0,
+    )
     qs = quantize(state, quant_groups_for(TINY), q)
     out = dequantize(qs)
     for name, t in state.items():
@@ -120,8 +127,16 @@ def test_lqer_reduces_error_and_is_exact_at_full_rank():
 
 def test_lqer_in_mixed_scheme_picks_top_k():
     state = tiny_state()
-    q = QuantConfig(scheme="mixed", attn_bits=4, mlp_bits=4, keep_float_max_numel=512, lqer_rank=2, lqer_top_k=2,
-                    attn_clip_sigmas=6.0, mlp_clip_sigmas=6.0)
+    q = QuantConfig(
+        scheme="mixed",
+        attn_bits=4,
+        mlp_bits=4,
+        keep_float_max_numel=512,
+        lqer_rank=2,
+        lqer_top_k=2,
+        attn_clip_sigmas=6.0,
+        mlp_clip_sigmas=6.0,
+    )
     qs = quantize(state, quant_groups_for(TINY), q)
     assert len(qs.info["lqer"]) == 2
     plain = dequantize(quantize(state, quant_groups_for(TINY), QuantConfig(**{**q.__dict__, "lqer_rank": 0})))
@@ -134,8 +149,17 @@ def test_hash_tables_have_their_own_width():
     """BigramHash / value-embedding tables form the `hash` group with quant.hash_bits."""
     from pgolf.model.inventory import params_by_group
 
-    cfg = ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1,
-                      bigram_buckets=512, bigram_dim=16, ve_layers="1", ve_dim=8)
+    cfg = ModelConfig(
+        vocab_size=64,
+        num_layers=2,
+        model_dim=32,
+        num_heads=2,
+        num_kv_heads=1,
+        bigram_buckets=512,
+        bigram_dim=16,
+        ve_layers="1",
+        ve_dim=8,
+    )
     groups = quant_groups_for(cfg)
     assert groups["bigram.bigram_table"] == groups["value_embed.ve_table"] == "hash"
     assert groups["bigram.bigram_proj.weight"] == groups["value_embed.ve_proj.weight"] == "hash"

@@ -4,7 +4,6 @@ over the ranks and merged on rank 0 give exactly one process's quantized state."
 
 from __future__ import annotations
 
-import os
 import pickle
 
 import numpy as np
@@ -21,8 +20,18 @@ from pgolf.quant.schemes import quantize
 from pgolf.submit.finalize import gptq_cost, quantize_across_ranks, rank_shares
 
 WORLD, BATCHES = 2, 5  # an odd batch count: the ranks read 3 and 2
-QCFG = QuantConfig(scheme="mixed", gptq=True, keep_float_max_numel=512, attn_bits=4, mlp_bits=5, embed_bits=6,
-                   attn_clip_sigmas=6.0, mlp_clip_sigmas=8.0, lqer_rank=2, lqer_top_k=3)
+QCFG = QuantConfig(
+    scheme="mixed",
+    gptq=True,
+    keep_float_max_numel=512,
+    attn_bits=4,
+    mlp_bits=5,
+    embed_bits=6,
+    attn_clip_sigmas=6.0,
+    mlp_clip_sigmas=8.0,
+    lqer_rank=2,
+    lqer_top_k=3,
+)
 
 
 def trained_like_model() -> GPT:

@@ -17,7 +17,7 @@ from conftest import tiny_config
 from pgolf.cli.main import main
 from pgolf.core.config import config_to_dict
 from pgolf.core.errors import PgolfError, UsageError
-from pgolf.submit.compare import Sample, compare_samples, load_side, one_sided_test
+from pgolf.submit.compare import Sample, compare_samples, one_sided_test
 from pgolf.submit.export import exported_code_bytes
 from pgolf.submit.leaderboard import LEADERBOARD, leaderboard_entry
 from pgolf.submit.plots import plot_runs
@@ -39,37 +39,70 @@ def fake_config(seed: int, **train) -> dict:
 
 
 def fake_log_lines(config: dict, code: int, artifact: int, loss: float, bpb: float, steps: int = 4) -> list[str]:
-    lines = [json.dumps(config, sort_keys=True), "world_size:1 grad_accum_steps:8 device:cpu",
-             f"seed:{config['seed']} preset:{config['preset']}"]
+    lines = [
+        json.dumps(config, sort_keys=True),
+        "world_size:1 grad_accum_steps:8 device:cpu",
+        f"seed:{config['seed']} preset:{config['preset']}",
+    ]
     for step in range(1, steps + 1):
-        lines.append(f"step:{step}/{steps} train_loss:{5.0 - 0.3 * step + 0.01 * config['seed']:.4f} "
-                     f"train_time:{100 * step}ms step_avg:100.00ms")
-    lines += [f"step:{steps}/{steps} val_loss:{loss + 0.01:.4f} val_bpb:{bpb + 0.01:.4f} train_time:{100 * steps}ms step_avg:100.00ms",
-              "Serialized model: 99999 bytes", f"Code size: {code} bytes", f"Total submission size: {99999 + code} bytes",
-              f"Serialized model int8+zlib: {artifact} bytes (payload:1 codec_sizes:{{}} pack_time:1ms)",
-              f"Total submission size int8+zlib: {artifact + code} bytes",
-              f"final_int8_zlib_roundtrip val_loss:{loss:.4f} val_bpb:{bpb:.4f} eval_time:5ms",
-              f"final_int8_zlib_roundtrip_exact val_loss:{loss:.8f} val_bpb:{bpb:.8f}"]
+        lines.append(
+            f"step:{step}/{steps} train_loss:{5.0 - 0.3 * step + 0.01 * config['seed']:.4f} "
+            f"train_time:{100 * step}ms step_avg:100.00ms"
+        )
+    lines += [
+        f"step:{steps}/{steps} val_loss:{loss + 0.01:.4f} val_bpb:{bpb + 0.01:.4f} train_time:{100 * steps}ms step_avg:100.00ms",
+        "Serialized model: 99999 bytes",
+        f"Code size: {code} bytes",
+        f"Total submission size: {99999 + code} bytes",
+        f"Serialized model int8+zlib: {artifact} bytes (payload:1 codec_sizes:{{}} pack_time:1ms)",
+        f"Total submission size int8+zlib: {artifact + code} bytes",
+        f"final_int8_zlib_roundtrip val_loss:{loss:.4f} val_bpb:{bpb:.4f} eval_time:5ms",
+        f"final_int8_zlib_roundtrip_exact val_loss:{loss:.8f} val_bpb:{bpb:.8f}",
+    ]
     return lines
 
 
-def fake_run(root: Path, seed: int, loss: float, bpb: float, artifact: int = 20_000, code: int | None = None,
-             config: dict | None = None, cap: int = 16_000_000) -> Path:
+def fake_run(
+    root: Path,
+    seed: int,
+    loss: float,
+    bpb: float,
+    artifact: int = 20_000,
+    code: int | None = None,
+    config: dict | None = None,
+    cap: int = 16_000_000,
+) -> Path:
     """runs/tiny_seed<S>/{summary,config}.json and logs/tiny_seed<S>.txt, consistent with each other."""
     config = config or fake_config(seed)
     code = exported_code_bytes(_cfg_of(config)) if code is None else code
     run_dir = root / "runs" / config["run_id"]
     run_dir.mkdir(parents=True, exist_ok=True)
     score = {"val_loss": loss, "val_bpb": bpb}
-    summary = {"run_id": config["run_id"], "preset": config["preset"], "params": 1000, "steps": 4, "train_time_ms": 400.0,
-               "tokens_seen": 2048, "pre_quant": {"val_loss": loss + 0.01, "val_bpb": bpb + 0.01}, "roundtrip": score,
-               "sliding": {}, "artifact_path": str(run_dir / "final_model.int8.pglf"), "artifact_bytes": artifact,
-               "code_bytes": code, "total_bytes": artifact + code, "size_cap_bytes": cap, "codec": "zlib",
-               "scheme": "int8", "eval_seconds": {"roundtrip": 0.5}}
+    summary = {
+        "run_id": config["run_id"],
+        "preset": config["preset"],
+        "params": 1000,
+        "steps": 4,
+        "train_time_ms": 400.0,
+        "tokens_seen": 2048,
+        "pre_quant": {"val_loss": loss + 0.01, "val_bpb": bpb + 0.01},
+        "roundtrip": score,
+        "sliding": {},
+        "artifact_path": str(run_dir / "final_model.int8.pglf"),
+        "artifact_bytes": artifact,
+        "code_bytes": code,
+        "total_bytes": artifact + code,
+        "size_cap_bytes": cap,
+        "codec": "zlib",
+        "scheme": "int8",
+        "eval_seconds": {"roundtrip": 0.5},
+    }
     (run_dir / "summary.json").write_text(json.dumps({"summary": summary, "history": [], "config": config}))
     (run_dir / "config.json").write_text(json.dumps(config))
     (root / "logs").mkdir(exist_ok=True)
-    (root / "logs" / f"{config['run_id']}.txt").write_text("\n".join(fake_log_lines(config, code, artifact, loss, bpb)) + "\n")
+    (root / "logs" / f"{config['run_id']}.txt").write_text(
+        "\n".join(fake_log_lines(config, code, artifact, loss, bpb)) + "\n"
+    )
     return run_dir
 
 
@@ -86,8 +119,15 @@ def two_seeds(root: Path) -> list[str]:
 
 
 def options(root: Path, **kw) -> SubmitOptions:
-    base = dict(name="tiny test", author="Ada", github_id="ada", track="non_record", out_root=root / "records",
-                baseline=["leaderboard:top"], date="2026-05-02")
+    base = dict(
+        name="tiny test",
+        author="Ada",
+        github_id="ada",
+        track="non_record",
+        out_root=root / "records",
+        baseline=["leaderboard:top"],
+        date="2026-05-02",
+    )
     base.update(kw)
     return SubmitOptions(**base)
 
@@ -98,8 +138,13 @@ def options(root: Path, **kw) -> SubmitOptions:
 def plan_for(tmp_path: Path, seeds=(1, 2, 3)) -> SeedPlan:
     cfg = tiny_config(Path("/data/shards"), Path("/data/tok.model"))
     cfg.out_dir = str(tmp_path / "runs")
-    return SeedPlan(name="tiny", seeds=list(seeds), config=cfg, train_args=["--preset", "naive-baseline"],
-                    logs_dir=tmp_path / "logs")
+    return SeedPlan(
+        name="tiny",
+        seeds=list(seeds),
+        config=cfg,
+        train_args=["--preset", "naive-baseline"],
+        logs_dir=tmp_path / "logs",
+    )
 
 
 def test_seeds_skip_finished_resume_killed_and_restart_fresh(tmp_path):
@@ -260,8 +305,16 @@ def test_submit_writes_a_complete_folder(tmp_path):
     folder = assemble(two_seeds(tmp_path), options(tmp_path))
     assert folder == tmp_path / "records" / "track_non_record_16mb" / "2026-05-02_tiny_test"
     names = {p.name for p in folder.iterdir()}
-    assert names == {"README.md", "submission.json", "train_gpt.py", "train_seed1.log", "train_seed2.log",
-                     "requirements.txt", "train_loss.png", "val_bpb.png"}  # no artifact file here: no size.png
+    assert names == {
+        "README.md",
+        "submission.json",
+        "train_gpt.py",
+        "train_seed1.log",
+        "train_seed2.log",
+        "requirements.txt",
+        "train_loss.png",
+        "val_bpb.png",
+    }  # no artifact file here: no size.png
     sub = json.loads((folder / "submission.json").read_text())
     for key in ("author", "github_id", "name", "blurb", "date", "val_loss", "val_bpb", "bytes_total", "bytes_code"):
         assert sub[key] not in (None, "")
@@ -274,8 +327,11 @@ def test_submit_writes_a_complete_folder(tmp_path):
     assert "leaderboard:top" in readme and "readme_rule" in readme and "![val_bpb.png](val_bpb.png)" in readme
     assert "pgolf seeds --preset naive-baseline --seeds 1,2" in readme and "--set model.num_layers=2" in readme
     assert (folder / "train_seed1.log").read_text() == (tmp_path / "logs" / "tiny_seed1.txt").read_text()
-    listed = {line.split()[0] for line in (folder / "requirements.txt").read_text().splitlines()
-              if line.strip() and not line.startswith("#")}
+    listed = {
+        line.split()[0]
+        for line in (folder / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert listed == bundle_imports(_cfg_of(fake_config(1)))
     assert {"torch", "numpy", "sentencepiece"} <= listed
     with pytest.raises(SubmissionError, match="already exists"):
@@ -379,7 +435,9 @@ def test_record_folder_names_and_tracks():
 def test_log_parsing_keeps_the_resumed_lines(tmp_path):
     log = tmp_path / "r.txt"
     lines = [f"step:{s}/9 train_loss:{9 - s}.0 train_time:{s}00ms step_avg:100ms" for s in range(1, 6)]
-    lines += [f"step:{s}/9 train_loss:{20 - s}.0 train_time:{s}10ms step_avg:100ms" for s in range(3, 7)]  # resumed at 2
+    lines += [
+        f"step:{s}/9 train_loss:{20 - s}.0 train_time:{s}10ms step_avg:100ms" for s in range(3, 7)
+    ]  # resumed at 2
     log.write_text("\n".join(lines + ["final_sliding_window_exact val_loss:2.5 val_bpb:1.5"]) + "\n")
     parsed = parse_train_log(log)
     assert [p.step for p in parsed.train] == [1, 2, 3, 4, 5, 6]
@@ -418,16 +476,46 @@ def test_seeds_then_submit_end_to_end(tiny_dataset, tmp_path):
     conf.write_text(json.dumps(config_to_dict(cfg)))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("RUN_ID", None), env.pop("SEED", None)
-    cmd = [sys.executable, "-m", "pgolf", "seeds", "--preset", "naive-baseline", "--config", str(conf), "--seeds", "3,4",
-           "--name", "e2e"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pgolf",
+        "seeds",
+        "--preset",
+        "naive-baseline",
+        "--config",
+        str(conf),
+        "--seeds",
+        "3,4",
+        "--name",
+        "e2e",
+    ]
     res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "seeds n:2 final_val_bpb_mean:" in res.stdout
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.stdout.count("status:done") == 2 and "train_loss" not in again.stdout
-    sub = subprocess.run([sys.executable, "-m", "pgolf", "submit", "runs/e2e_seed3", "runs/e2e_seed4", "--name", "e2e",
-                          "--baseline", "runs/e2e_seed3,runs/e2e_seed4", "--date", "2026-05-02"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    sub = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pgolf",
+            "submit",
+            "runs/e2e_seed3",
+            "runs/e2e_seed4",
+            "--name",
+            "e2e",
+            "--baseline",
+            "runs/e2e_seed3,runs/e2e_seed4",
+            "--date",
+            "2026-05-02",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert sub.returncode == 0, sub.stderr[-3000:]
     folder = tmp_path / "records" / "track_non_record_16mb" / "2026-05-02_e2e"
     assert {"size.png", "train_seed3.log", "train_seed4.log", "train_gpt.py"} <= {p.name for p in folder.iterdir()}

@@ -20,11 +20,30 @@ from test_model import OPTION_SETS, small
 # The name-substring rules pgolf used before roles existed (model.CONTROL_PATTERNS, the size
 # tables' GROUP_RULES, the optimizer's split). Roles must reproduce them on every option set, so
 # the switch changed no optimizer group and no stored byte.
-LEGACY_CONTROL = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight", "skip_gates", "smear_gate",
-                  "smear_lambda", "lane_post", "lane_resid", "vres_gate", "bigram_scale", "ve_scale", "attn_gate",
-                  "softcap_pos", "softcap_neg")
-LEGACY_GROUPS = (("hash", ("bigram_table", "bigram_proj", "ve_table", "ve_proj")), ("embed", ("tok_emb", "lm_head")),
-                 ("attn", (".attn.c_q", ".attn.c_k", ".attn.c_v", ".attn.proj")), ("mlp", (".mlp.fc", ".mlp.proj")))
+LEGACY_CONTROL = (
+    "attn_scale",
+    "mlp_scale",
+    "resid_mix",
+    "q_gain",
+    "skip_weight",
+    "skip_gates",
+    "smear_gate",
+    "smear_lambda",
+    "lane_post",
+    "lane_resid",
+    "vres_gate",
+    "bigram_scale",
+    "ve_scale",
+    "attn_gate",
+    "softcap_pos",
+    "softcap_neg",
+)
+LEGACY_GROUPS = (
+    ("hash", ("bigram_table", "bigram_proj", "ve_table", "ve_proj")),
+    ("embed", ("tok_emb", "lm_head")),
+    ("attn", (".attn.c_q", ".attn.c_k", ".attn.c_v", ".attn.proj")),
+    ("mlp", (".mlp.fc", ".mlp.proj")),
+)
 
 
 def legacy_role(name: str, ndim: int) -> Role:

@@ -10,12 +10,10 @@ import pytest
 import torch
 
 from conftest import scoring_model
-
-from pgolf.core.config import ModelConfig
-from pgolf.model.gpt import GPT
-from pgolf.eval.scoring import Score, bits_per_byte, evaluate, plan_windows, score_reference
 from pgolf.data.shards import load_shard, split_documents
 from pgolf.data.tokenizer import ByteTables, byte_tables, load_sentencepiece, target_bytes
+from pgolf.eval.scoring import Score, bits_per_byte, evaluate, plan_windows, score_reference
+from pgolf.model.gpt import GPT
 
 V = 48
 

@@ -52,8 +52,11 @@ def _train(rank: int, clip: bool) -> dict:
         opt.step()
     owned = sum(len(b.owned) for bs in opt.buckets() for b in bs)
     opt.gather_momentum()  # what a checkpoint does: every rank gets every matrix's momentum
-    return {"params": [p.detach() for p in params], "owned": owned,
-            "momentum": [opt.state[p]["momentum_buffer"] for p in muon]}
+    return {
+        "params": [p.detach() for p in params],
+        "owned": owned,
+        "momentum": [opt.state[p]["momentum_buffer"] for p in muon],
+    }
 
 
 def _ddp_grads(rank: int) -> dict[str, torch.Tensor]:
@@ -64,7 +67,9 @@ def _ddp_grads(rank: int) -> dict[str, torch.Tensor]:
     from pgolf.train.trainer import wrap_model
 
     torch.manual_seed(0)
-    cfg = RunConfig(compile="off", model=ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1))
+    cfg = RunConfig(
+        compile="off", model=ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1)
+    )
     base = GPT(cfg.model)
     model = wrap_model(base, cfg, Runtime(True, rank, rank, WORLD, torch.device("cpu")))
     g = torch.Generator().manual_seed(rank)
@@ -119,8 +124,11 @@ def test_two_process_sharded_muon_equals_one_process(tmp_path):
 def test_shares_rotate_across_shapes_so_ranks_are_balanced():
     """The frontier's 66 matrices (6 shapes x 11 layers) on 8 ranks: 8 or 9 matrices each, every
     matrix owned by exactly one rank, slots inside the owner's range."""
-    params = [nn.Parameter(torch.empty(s, device="meta")) for _ in range(11)
-              for s in ((512, 512), (256, 512), (256, 512), (512, 512), (2048, 512), (512, 2048))]
+    params = [
+        nn.Parameter(torch.empty(s, device="meta"))
+        for _ in range(11)
+        for s in ((512, 512), (256, 512), (256, 512), (512, 512), (2048, 512), (512, 2048))
+    ]
     per_rank = []
     owners: dict[int, int] = {}
     for rank in range(8):

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from conftest import scoring_model
-
 from pgolf.cli.data import register_data_commands
 from pgolf.core.config import ModelConfig
 from pgolf.data import caseops
@@ -34,8 +33,10 @@ from pgolf.eval.scoring import evaluate, score_reference
 from pgolf.model.gpt import GPT
 
 VAL_SAMPLE_BYTES = 2_504_310
-MIXED_WORDS = ("The NASA report said McDonald's iPhone sales in PARIS fell; Élan ΣΑΣ straße İstanbul "
-               "the cat sat on a mat 42 times, GOLF scores Rose").split()
+MIXED_WORDS = (
+    "The NASA report said McDonald's iPhone sales in PARIS fell; Élan ΣΑΣ straße İstanbul "
+    "the cat sat on a mat 42 times, GOLF scores Rose"
+).split()
 
 
 def mixed_texts(n: int, seed: int) -> list[str]:
@@ -103,7 +104,7 @@ def test_caseops_build_bytes_are_exact_per_document(caseops_tiny):
             text = texts[first + k]
             assert int(counts[a]) == 0  # BOS
             assert int(counts[a:b].sum()) == len(text.encode("utf-8"))
-            assert caseops.decode(sp.decode(tokens[a + 1:b].tolist())) == text
+            assert caseops.decode(sp.decode(tokens[a + 1 : b].tolist())) == text
     ops = [sp.piece_to_id(op) for op in caseops.OPERATORS]
     assert np.isin(tokens, ops).any()  # the text has capitals, so operators occur
     assert int(counts[np.isin(tokens, ops)].sum()) == 0  # ... and cost no bytes
@@ -129,11 +130,22 @@ def test_cli_tokenizer_and_build_caseops(tmp_path, capsys):
     docs = write_jsonl(tmp_path / "d.jsonl", mixed_texts(80, 3))
     parser = argparse.ArgumentParser(prog="pgolf")
     register_data_commands(parser.add_subparsers(dest="command"))
-    for argv in (["data", "tokenizer", str(docs), "--vocab-size", "300", "--out-prefix", str(tmp_path / "tok"),
-                  "--caseops"],
-                 ["data", "build", str(docs), "--tokenizer", str(tmp_path / "tok.model"), "--out",
-                  str(tmp_path / "out"), "--val-docs", "10", "--caseops"],
-                 ["data", "check", "--data", str(tmp_path / "out"), "--tokenizer", str(tmp_path / "tok.model")]):
+    for argv in (
+        ["data", "tokenizer", str(docs), "--vocab-size", "300", "--out-prefix", str(tmp_path / "tok"), "--caseops"],
+        [
+            "data",
+            "build",
+            str(docs),
+            "--tokenizer",
+            str(tmp_path / "tok.model"),
+            "--out",
+            str(tmp_path / "out"),
+            "--val-docs",
+            "10",
+            "--caseops",
+        ],
+        ["data", "check", "--data", str(tmp_path / "out"), "--tokenizer", str(tmp_path / "tok.model")],
+    ):
         args = parser.parse_args(argv)
         args.func(args)
     out = capsys.readouterr().out
@@ -201,15 +213,18 @@ def test_sidecar_shorter_than_stream_is_refused(model, stream_and_counts):
 def real_caseops_tokenizer(shared_data, tmp_path_factory) -> Path:
     """A small CaseOps sp1024 trained on the first 300 train docs of the sample (a few seconds)."""
     root = tmp_path_factory.mktemp("real_caseops")
-    return train_tokenizer(shared_data / "fineweb_sample" / "train_docs.jsonl", root / "cops_1024", 1024,
-                           max_docs=300, caseops=True)
+    return train_tokenizer(
+        shared_data / "fineweb_sample" / "train_docs.jsonl", root / "cops_1024", 1024, max_docs=300, caseops=True
+    )
 
 
 def test_real_val_caseops_bytes_equal_sp1024_total(shared_data, real_caseops_tokenizer, sp1024_paths):
     sp = load_build_tokenizer(real_caseops_tokenizer, caseops=True)
     surface = surface_byte_table(sp)
-    texts = [json.loads(line)["text"] for line in
-             (shared_data / "fineweb_sample" / "val_docs.jsonl").read_text(encoding="utf-8").splitlines()]
+    texts = [
+        json.loads(line)["text"]
+        for line in (shared_data / "fineweb_sample" / "val_docs.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert len(texts) == 901
     total = transformed_total = 0
     for text in texts:

@@ -3,23 +3,30 @@ the measured table adds up to the file; over-cap artifacts are refused, saying b
 
 from __future__ import annotations
 
-import re
-
 import argparse
+import re
 from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 
+from pgolf.cli.size import register_size_commands
 from pgolf.core.config import ModelConfig, QuantConfig, RunConfig
 from pgolf.model.gpt import GPT
-from pgolf.quant.pack import SizeCapError, pack
-from pgolf.quant.schemes import quantize
-from pgolf.cli.size import register_size_commands
-from pgolf.quant.plan import (GENNORM_BETA, format_table, measure_table, plot_table, predict_from_weights, predict_range,
-                              predict_table, weight_betas)
 from pgolf.model.inventory import quant_groups_for, quant_layout
+from pgolf.quant.pack import SizeCapError, pack
+from pgolf.quant.plan import (
+    GENNORM_BETA,
+    format_table,
+    measure_table,
+    plot_table,
+    predict_from_weights,
+    predict_range,
+    predict_table,
+    weight_betas,
+)
+from pgolf.quant.schemes import quantize
 from pgolf.submit.dryrun import cap_fit_plan, describe
 
 PLAN_TOLERANCE = 0.03
@@ -39,7 +46,9 @@ def synthetic_trained_state(cfg: ModelConfig, seed: int, beta: float | None = No
     for name, t in GPT(cfg).state_dict().items():
         if t.ndim == 2 and groups[name] != "control":
             shape = beta or GENNORM_BETA[groups[name]]
-            w = gennorm.rvs(shape, size=tuple(t.shape), random_state=rng) * rng.uniform(0.01, 0.04, size=(t.shape[0], 1))
+            w = gennorm.rvs(shape, size=tuple(t.shape), random_state=rng) * rng.uniform(
+                0.01, 0.04, size=(t.shape[0], 1)
+            )
             state[name] = torch.from_numpy(w.astype(np.float32))
         else:
             state[name] = t + 0.01 * torch.from_numpy(rng.standard_normal(tuple(t.shape)).astype(np.float32))
@@ -47,16 +56,33 @@ def synthetic_trained_state(cfg: ModelConfig, seed: int, beta: float | None = No
 
 
 PLAN_CASES = [
-    ("2x128 int6/int6/int7 sdclip",
-     ModelConfig(num_layers=2, model_dim=128, num_heads=4, num_kv_heads=2),
-     QuantConfig(scheme="mixed", compressor="auto", keep_float_max_numel=4096)),
-    ("3x192 mlp3 int5/int4/int8 sdclip + LQER",
-     ModelConfig(num_layers=3, model_dim=192, num_heads=4, num_kv_heads=2, mlp_mult=3.0, vocab_size=512),
-     QuantConfig(scheme="mixed", compressor="auto", keep_float_max_numel=4096, attn_bits=5, mlp_bits=4, embed_bits=8,
-                 attn_clip_sigmas=9.0, mlp_clip_sigmas=6.0, embed_clip_sigmas=20.0, lqer_rank=4, lqer_top_k=2)),
-    ("2x256 int6 percentile, fp16 embeddings",
-     ModelConfig(num_layers=2, model_dim=256, num_heads=4, num_kv_heads=4, vocab_size=256),
-     QuantConfig(scheme="mixed", compressor="auto", keep_float_max_numel=4096, embed_bits=16, clip="percentile")),
+    (
+        "2x128 int6/int6/int7 sdclip",
+        ModelConfig(num_layers=2, model_dim=128, num_heads=4, num_kv_heads=2),
+        QuantConfig(scheme="mixed", compressor="auto", keep_float_max_numel=4096),
+    ),
+    (
+        "3x192 mlp3 int5/int4/int8 sdclip + LQER",
+        ModelConfig(num_layers=3, model_dim=192, num_heads=4, num_kv_heads=2, mlp_mult=3.0, vocab_size=512),
+        QuantConfig(
+            scheme="mixed",
+            compressor="auto",
+            keep_float_max_numel=4096,
+            attn_bits=5,
+            mlp_bits=4,
+            embed_bits=8,
+            attn_clip_sigmas=9.0,
+            mlp_clip_sigmas=6.0,
+            embed_clip_sigmas=20.0,
+            lqer_rank=4,
+            lqer_top_k=2,
+        ),
+    ),
+    (
+        "2x256 int6 percentile, fp16 embeddings",
+        ModelConfig(num_layers=2, model_dim=256, num_heads=4, num_kv_heads=4, vocab_size=256),
+        QuantConfig(scheme="mixed", compressor="auto", keep_float_max_numel=4096, embed_bits=16, clip="percentile"),
+    ),
 ]
 
 
@@ -71,7 +97,12 @@ def test_planner_within_3_percent_of_real_packing(tmp_path, label, mcfg, qcfg):
 def small_artifact(tmp_path, qcfg: QuantConfig | None = None):
     mcfg = ModelConfig(num_layers=1, model_dim=64, num_heads=2, num_kv_heads=1, vocab_size=128)
     qcfg = qcfg or QuantConfig(scheme="mixed", compressor="zlib", keep_float_max_numel=256)
-    res = pack(quantize(synthetic_trained_state(mcfg, 0), quant_groups_for(mcfg), qcfg), asdict(mcfg), qcfg, tmp_path / "m.pglf")
+    res = pack(
+        quantize(synthetic_trained_state(mcfg, 0), quant_groups_for(mcfg), qcfg),
+        asdict(mcfg),
+        qcfg,
+        tmp_path / "m.pglf",
+    )
     return mcfg, qcfg, res
 
 
@@ -97,7 +128,13 @@ def test_over_cap_artifact_is_refused_saying_by_how_much(tmp_path):
     assert not (tmp_path / "m.pglf").exists() and (tmp_path / "m.pglf.over_cap").exists()
     size = (tmp_path / "m.pglf.over_cap").stat().st_size
     assert f"{size + 500 - 1000:,} bytes over" in str(exc.value)
-    ok = pack(qs, asdict(mcfg), QuantConfig(**{**qcfg.__dict__, "size_cap_bytes": 16_000_000}), tmp_path / "ok.pglf", code_bytes=500)
+    ok = pack(
+        qs,
+        asdict(mcfg),
+        QuantConfig(**{**qcfg.__dict__, "size_cap_bytes": 16_000_000}),
+        tmp_path / "ok.pglf",
+        code_bytes=500,
+    )
     assert (tmp_path / "ok.pglf").stat().st_size == ok.bytes
 
 
@@ -115,8 +152,23 @@ def test_size_cli_measures_and_plans(tmp_path, capsys):
     assert f"measured_artifact_bytes:{res.bytes} code_bytes:100" in out and (tmp_path / "s.png").is_file()
     assert size_cli(["size", str(res.path), "--code-bytes", "16000000"]) == 1  # over the cap: exit 1
     assert "OVER by" in capsys.readouterr().out
-    assert size_cli(["size", "--plan", "--preset", "naive-baseline", "--code-bytes", "0",
-                     "--set", "quant.scheme=mixed", "--set", "model.num_layers=2"]) == 0
+    assert (
+        size_cli(
+            [
+                "size",
+                "--plan",
+                "--preset",
+                "naive-baseline",
+                "--code-bytes",
+                "0",
+                "--set",
+                "quant.scheme=mixed",
+                "--set",
+                "model.num_layers=2",
+            ]
+        )
+        == 0
+    )
     assert "predicted_artifact_bytes:" in capsys.readouterr().out
     with pytest.raises(ValueError):
         size_cli(["size"])
@@ -165,7 +217,9 @@ def test_weight_driven_prediction_tracks_packed_bytes(tmp_path):
     real, pred = {}, {}
     for beta in (2.0, 1.2):
         state = synthetic_trained_state(SHAPE_MCFG, seed=3, beta=beta)
-        real[beta] = pack(quantize(state, groups, SHAPE_QCFG), asdict(SHAPE_MCFG), SHAPE_QCFG, tmp_path / "a.pglf").bytes
+        real[beta] = pack(
+            quantize(state, groups, SHAPE_QCFG), asdict(SHAPE_MCFG), SHAPE_QCFG, tmp_path / "a.pglf"
+        ).bytes
         pred[beta] = predict_from_weights(SHAPE_MCFG, layout, SHAPE_QCFG, state, groups).artifact_bytes
         assert abs(pred[beta] - real[beta]) / real[beta] <= WEIGHT_PLAN_TOLERANCE, (beta, pred[beta], real[beta])
     saved_real, saved_pred = real[2.0] - real[1.2], pred[2.0] - pred[1.2]
@@ -191,4 +245,7 @@ def test_range_contains_the_point_estimate():
         point = predict_table(mcfg, layout, qcfg).artifact_bytes
         assert low < point < high, label
     int8 = QuantConfig(scheme="int8")
-    assert predict_range(SHAPE_MCFG, quant_layout(SHAPE_MCFG), int8)[0] == predict_table(SHAPE_MCFG, quant_layout(SHAPE_MCFG), int8).artifact_bytes
+    assert (
+        predict_range(SHAPE_MCFG, quant_layout(SHAPE_MCFG), int8)[0]
+        == predict_table(SHAPE_MCFG, quant_layout(SHAPE_MCFG), int8).artifact_bytes
+    )

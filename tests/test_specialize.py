@@ -9,7 +9,7 @@ from pgolf.core.presets import frontier, naive_baseline
 from pgolf.submit.export import readable_bundle, submission_config
 from pgolf.submit.specialize import call_constants, specialize
 
-CODE = '''
+CODE = """
 class ModelConfig:
     xsa: bool = False
     num_layers: int = 9
@@ -48,7 +48,7 @@ def main(cfg: ModelConfig):
     if cfg.xsa and cfg.num_layers > 2:
         return helper_xsa()
     return Net(cfg).depth(), helper_plain()
-'''
+"""
 
 
 def _names(code: str) -> set[str]:
@@ -79,7 +79,9 @@ def test_assigned_fields_and_replaced_fields_stay_dynamic():
 
     from pgolf.core import config
 
-    toy = dataclasses.make_dataclass("ModelConfig", [("xsa", bool, dataclasses.field(default=False))], bases=(config.ModelConfig,))
+    toy = dataclasses.make_dataclass(
+        "ModelConfig", [("xsa", bool, dataclasses.field(default=False))], bases=(config.ModelConfig,)
+    )
     cfg = RunConfig()
     cfg.model = toy()
     assert "helper_xsa" in _names(specialize(code, cfg, {"main"}))  # written at run time: not frozen
@@ -92,10 +94,15 @@ def test_constant_functions_are_inlined():
 
     from pgolf.core import config
 
-    toy = dataclasses.make_dataclass("ModelConfig", [("xsa", bool, dataclasses.field(default=False))], bases=(config.ModelConfig,))
+    toy = dataclasses.make_dataclass(
+        "ModelConfig", [("xsa", bool, dataclasses.field(default=False))], bases=(config.ModelConfig,)
+    )
     cfg = RunConfig()
     cfg.model = toy()
-    code = CODE + "\n\ndef uses_xsa(cfg: ModelConfig):\n    return cfg.xsa\n\n\ndef run(cfg: ModelConfig):\n    if uses_xsa(cfg):\n        helper_xsa()\n"
+    code = (
+        CODE
+        + "\n\ndef uses_xsa(cfg: ModelConfig):\n    return cfg.xsa\n\n\ndef run(cfg: ModelConfig):\n    if uses_xsa(cfg):\n        helper_xsa()\n"
+    )
     assert "helper_xsa" not in _names(specialize(code, cfg, {"run"}))
     code = code.replace("if uses_xsa(cfg):", "if uses_xsa(print(cfg)):")  # an argument with effects keeps the call
     assert "helper_xsa" in _names(specialize(code, cfg, {"run"}))
@@ -122,9 +129,15 @@ def test_presets_ship_only_their_own_techniques():
 def test_reachability_reads_scopes():
     from pgolf.submit.specialize import used_names
 
-    fn = ast.parse("def f(resume, n: Big):\n    x = resume\n    def g():\n        helper = 1\n        return helper\n"
-                   "    return [helper for _ in range(n)], x, other\n").body[0]
-    assert used_names(fn) == {"range", "other", "helper"}  # f's own names and its annotations do not count; g's local does not hide a global
+    fn = ast.parse(
+        "def f(resume, n: Big):\n    x = resume\n    def g():\n        helper = 1\n        return helper\n"
+        "    return [helper for _ in range(n)], x, other\n"
+    ).body[0]
+    assert used_names(fn) == {
+        "range",
+        "other",
+        "helper",
+    }  # f's own names and its annotations do not count; g's local does not hide a global
 
 
 def test_a_config_class_built_twice_is_not_folded():
@@ -132,7 +145,9 @@ def test_a_config_class_built_twice_is_not_folded():
 
     from pgolf.core import config
 
-    toy = dataclasses.make_dataclass("ModelConfig", [("xsa", bool, dataclasses.field(default=False))], bases=(config.ModelConfig,))
+    toy = dataclasses.make_dataclass(
+        "ModelConfig", [("xsa", bool, dataclasses.field(default=False))], bases=(config.ModelConfig,)
+    )
     cfg = RunConfig()
     cfg.model = toy()
     code = CODE + "\n\ndef other():\n    return main(ModelConfig())\n"

@@ -18,8 +18,17 @@ from pgolf.train import trainer as trainer_mod
 
 PGOLF_DIR = str(Path(pgolf.__file__).parent)
 TENSOR_SYNCS = ("item", "tolist", "cpu", "__float__", "__int__", "__bool__")
-COLLECTIVES = ("all_reduce", "broadcast", "all_gather_into_tensor", "all_gather_single", "reduce_scatter_tensor",
-               "reduce_scatter_single", "barrier", "broadcast_object_list", "all_gather_object")
+COLLECTIVES = (
+    "all_reduce",
+    "broadcast",
+    "all_gather_into_tensor",
+    "all_gather_single",
+    "reduce_scatter_tensor",
+    "reduce_scatter_single",
+    "barrier",
+    "broadcast_object_list",
+    "all_gather_object",
+)
 
 
 class SyncCounter:
@@ -74,8 +83,15 @@ def test_timed_loop_reads_the_device_only_at_log_steps(tiny_dataset, tmp_path, m
     step count, a wall-clock cap or none): syncs = one loss read per log step + one at the end,
     plus sync_device around the clock (loop start, final validation)."""
     monkeypatch.chdir(tmp_path)
-    cfg = tiny_config(*tiny_dataset, iterations=30, train_log_every=10, ema_decay=0.9, grad_clip_norm=0.3,
-                      max_wallclock_seconds=cap, muon_row_norm=True)
+    cfg = tiny_config(
+        *tiny_dataset,
+        iterations=30,
+        train_log_every=10,
+        ema_decay=0.9,
+        grad_clip_norm=0.3,
+        max_wallclock_seconds=cap,
+        muon_row_norm=True,
+    )
     cfg.run_id = f"syncs{cap}"
     cfg.model.recur_layers, cfg.model.recur_loops, cfg.model.recur_start_frac = "0-1", 2, 0.5
     counter = SyncCounter(monkeypatch)

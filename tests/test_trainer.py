@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from pgolf.train import trainer as trainer_mod
-from pgolf.submit.finalize import finalize
 from pgolf.quant.pack import SizeCapError
+from pgolf.submit.finalize import finalize
+from pgolf.train import trainer as trainer_mod
 from pgolf.train.trainer import NonFiniteLossError, run_training
 
 
@@ -33,10 +33,19 @@ def test_end_to_end_logs_artifact_and_roundtrip(tiny_dataset, workdir):
     session, state = train(cfg)
     summary = finalize(session, state, code_bytes=1234)
     log = (workdir / "logs" / "e2e.txt").read_text()
-    for needle in ("model_params:", "step:4/8 val_loss:", "step:8/8 train_loss:", "train_time:", "step_avg:",
-                   "val_bytes:", "Code size: 1234 bytes", "Serialized model int8+zlib:",
-                   "Total submission size int8+zlib:", "final_int8_zlib_roundtrip_exact val_loss:",
-                   "final_sliding_window_exact val_loss:"):
+    for needle in (
+        "model_params:",
+        "step:4/8 val_loss:",
+        "step:8/8 train_loss:",
+        "train_time:",
+        "step_avg:",
+        "val_bytes:",
+        "Code size: 1234 bytes",
+        "Serialized model int8+zlib:",
+        "Total submission size int8+zlib:",
+        "final_int8_zlib_roundtrip_exact val_loss:",
+        "final_sliding_window_exact val_loss:",
+    ):
         assert needle in log, needle
     assert Path(summary.artifact_path).is_file() and summary.total_bytes == summary.artifact_bytes + 1234
     # int8 roundtrip of a tiny model costs almost nothing
@@ -151,8 +160,9 @@ def test_ema_weights_are_scored_before_packing(tiny_dataset, workdir):
     assert state.history[-1]["ema"] and not state.history[-2]["ema"]
     live, ema = state.history[-2], state.history[-1]
     assert live["step"] == ema["step"] == 6 and live["val_bpb"] != ema["val_bpb"]
-    direct = evaluate(session.base, session.val.tokens, session.val.tables, window=cfg.train.train_seq_len, stride=0,
-                      batch_seqs=8)
+    direct = evaluate(
+        session.base, session.val.tokens, session.val.tables, window=cfg.train.train_seq_len, stride=0, batch_seqs=8
+    )
     assert direct.val_bpb == pytest.approx(ema["val_bpb"], rel=1e-7)  # the model now holds the EMA weights
     summary = finalize(session, state, code_bytes=0)
     assert summary.pre_quant["val_bpb"] == pytest.approx(direct.val_bpb, rel=1e-7)

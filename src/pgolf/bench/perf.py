@@ -10,8 +10,8 @@ import torch
 
 from pgolf.core.config import RunConfig
 from pgolf.model.gpt import GPT
-from pgolf.train.optim import build_optimizers
 from pgolf.model.inventory import flops_per_token
+from pgolf.train.optim import build_optimizers
 
 PEAK_MATMUL_N = 1024  # square fp32 matmul used to measure the peak
 
@@ -27,7 +27,7 @@ def measure_matmul_peak(seconds: float = 2.0, n: int = PEAK_MATMUL_N) -> float:
         for _ in range(4):
             a @ b
         dt = time.perf_counter() - t0
-        best = max(best, 4 * 2.0 * n ** 3 / dt)
+        best = max(best, 4 * 2.0 * n**3 / dt)
     return best
 
 

@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pgolf.bench.perf import measure_matmul_peak
+from pgolf.core.config import RunConfig, apply_mapping
 from pgolf.core.constants import SIZE_CAP_BYTES
 from pgolf.core.errors import PgolfError
-from pgolf.core.config import RunConfig, apply_mapping
-from pgolf.bench.perf import measure_matmul_peak
 from pgolf.core.presets import get_preset
 from pgolf.model.inventory import flops_per_token
 
@@ -83,16 +83,42 @@ def run_label(spec: str, limit: int = 120) -> str:
     if len(safe) <= limit and safe == spec:
         return safe
     digest = hashlib.sha256(spec.encode()).hexdigest()[:10]
-    return f"{safe[:limit - 11]}-{digest}"
+    return f"{safe[: limit - 11]}-{digest}"
 
 
-def train_command(recipe: str, budget: float, seed: int, run_id: str, out_dir: Path, data: str | None,
-                  tokenizer: str | None, threads: int, extra: list[str]) -> list[str]:
+def train_command(
+    recipe: str,
+    budget: float,
+    seed: int,
+    run_id: str,
+    out_dir: Path,
+    data: str | None,
+    tokenizer: str | None,
+    threads: int,
+    extra: list[str],
+) -> list[str]:
     recipe, own = parse_recipe(recipe)
     extra = own + list(extra)
-    cmd = [sys.executable, "-m", "pgolf", "train", "--preset", recipe, "--max-wallclock-seconds", str(budget),
-           "--seed", str(seed), "--run-id", run_id, "--out-dir", str(out_dir), "--device", "cpu",
-           "--set", f"threads={threads}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pgolf",
+        "train",
+        "--preset",
+        recipe,
+        "--max-wallclock-seconds",
+        str(budget),
+        "--seed",
+        str(seed),
+        "--run-id",
+        run_id,
+        "--out-dir",
+        str(out_dir),
+        "--device",
+        "cpu",
+        "--set",
+        f"threads={threads}",
+    ]
     if data:
         cmd += ["--data", data]
     if tokenizer:
@@ -106,10 +132,21 @@ def read_result(recipe: str, repeat: int, seed: int, summary_path: Path, wall: f
     data = json.loads(summary_path.read_text())
     s, cfg = data["summary"], data["config"]
     final = s.get("documents") or s["sliding"] or s["roundtrip"]
-    res = RunResult(recipe, repeat, seed, s["params"], s["artifact_bytes"], s["steps"], s["tokens_seen"],
-                    s["train_time_ms"] / 1000.0, s["pre_quant"].get("val_bpb", float("nan")),
-                    s["roundtrip"]["val_bpb"], final["val_bpb"],
-                    s["eval_seconds"]["documents" if s.get("documents") else "sliding" if s["sliding"] else "roundtrip"], wall)
+    res = RunResult(
+        recipe,
+        repeat,
+        seed,
+        s["params"],
+        s["artifact_bytes"],
+        s["steps"],
+        s["tokens_seen"],
+        s["train_time_ms"] / 1000.0,
+        s["pre_quant"].get("val_bpb", float("nan")),
+        s["roundtrip"]["val_bpb"],
+        final["val_bpb"],
+        s["eval_seconds"]["documents" if s.get("documents") else "sliding" if s["sliding"] else "roundtrip"],
+        wall,
+    )
     res.mfu = res.tokens_per_s * mean_train_flops(cfg) / peak if peak > 0 else 0.0
     return res
 
@@ -128,15 +165,18 @@ def mean_train_flops(cfg_dict: dict) -> float:
 
 def run_one(recipe: str, repeat: int, seed: int, args, out_dir: Path, peak: float, log) -> RunResult:
     run_id = f"{run_label(recipe)}-r{repeat}"
-    cmd = train_command(recipe, args.budget, seed, run_id, out_dir / "runs", args.data, args.tokenizer,
-                        args.threads, args.set)
+    cmd = train_command(
+        recipe, args.budget, seed, run_id, out_dir / "runs", args.data, args.tokenizer, args.threads, args.set
+    )
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
     t0 = time.perf_counter()
     with open(out_dir / f"{run_id}.log", "w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=out_dir)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise BenchError(f"{recipe} (repeat {repeat}) failed with exit code {proc.returncode}; see {out_dir / (run_id + '.log')}")
+        raise BenchError(
+            f"{recipe} (repeat {repeat}) failed with exit code {proc.returncode}; see {out_dir / (run_id + '.log')}"
+        )
     res = read_result(recipe, repeat, seed, out_dir / "runs" / run_id / "summary.json", wall, peak)
     log(f"bench:{recipe} repeat:{repeat} steps:{res.steps} final_val_bpb:{res.final_bpb:.4f} wall:{wall:.0f}s")
     return res
@@ -157,8 +197,18 @@ def aggregate(results: list[RunResult], baseline: str) -> list[dict]:
     cap = base_bytes * OFFICIAL_CAP / OFFICIAL_NAIVE_MODEL_BYTES
     for name, rs in by.items():
         row = {"recipe": name, "repeats": len(rs)}
-        for key in ("params", "artifact_bytes", "steps", "tokens_seen", "pre_quant_bpb", "roundtrip_bpb",
-                    "final_bpb", "eval_seconds", "tokens_per_s", "mfu"):
+        for key in (
+            "params",
+            "artifact_bytes",
+            "steps",
+            "tokens_seen",
+            "pre_quant_bpb",
+            "roundtrip_bpb",
+            "final_bpb",
+            "eval_seconds",
+            "tokens_per_s",
+            "mfu",
+        ):
             row[key], row[key + "_spread"] = median_spread([float(getattr(r, key)) for r in rs])
         row["ratio_to_baseline"] = row["final_bpb"] / base
         row["scaled_cap_bytes"] = cap
@@ -168,8 +218,10 @@ def aggregate(results: list[RunResult], baseline: str) -> list[dict]:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = ("| recipe | params | artifact bytes | bits/param | fits cap | steps | tokens seen | pre-quant bpb "
-            "| roundtrip bpb | final bpb (± spread) | eval s | ratio | tok/s | MFU |\n|" + "---|" * 14)
+    head = (
+        "| recipe | params | artifact bytes | bits/param | fits cap | steps | tokens seen | pre-quant bpb "
+        "| roundtrip bpb | final bpb (± spread) | eval s | ratio | tok/s | MFU |\n|" + "---|" * 14
+    )
     lines = [head]
     for r in rows:
         lines.append(
@@ -177,7 +229,8 @@ def markdown_table(rows: list[dict]) -> str:
             f"| {'yes' if r['fits_scaled_cap'] else 'NO'} "
             f"| {r['steps']:.0f} | {r['tokens_seen']:,.0f} | {r['pre_quant_bpb']:.4f} | {r['roundtrip_bpb']:.4f} "
             f"| {r['final_bpb']:.4f} ± {r['final_bpb_spread']:.4f} | {r['eval_seconds']:.0f} | {r['ratio_to_baseline']:.4f} "
-            f"| {r['tokens_per_s']:,.0f} | {r['mfu']:.2f} |")
+            f"| {r['tokens_per_s']:,.0f} | {r['mfu']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -208,15 +261,28 @@ def bench_proxy(args, log=print) -> list[dict]:
     for name in args.recipes:
         get_preset(parse_recipe(name)[0])  # unknown names fail before any training
     peak_before = measure_matmul_peak()
-    log(f"bench:start recipes:{','.join(args.recipes)} budget:{args.budget}s repeats:{args.repeats} "
-        f"threads:{args.threads} matmul_peak:{peak_before / 1e9:.1f}GFLOP/s")
-    results = [run_one(name, r, args.seed + r, args, out_dir, peak_before, log) for r, name in run_order(args.recipes, args.repeats)]
+    log(
+        f"bench:start recipes:{','.join(args.recipes)} budget:{args.budget}s repeats:{args.repeats} "
+        f"threads:{args.threads} matmul_peak:{peak_before / 1e9:.1f}GFLOP/s"
+    )
+    results = [
+        run_one(name, r, args.seed + r, args, out_dir, peak_before, log)
+        for r, name in run_order(args.recipes, args.repeats)
+    ]
     peak_after = measure_matmul_peak()
     rows = aggregate(results, args.recipes[0])
     table = markdown_table(rows)
-    meta = {"budget_s": args.budget, "repeats": args.repeats, "threads": args.threads, "baseline": args.recipes[0],
-            "matmul_peak_flops": [peak_before, peak_after], "extra_set": args.set}
-    (out_dir / "results.json").write_text(json.dumps({"meta": meta, "rows": rows, "runs": [vars(r) for r in results]}, indent=2))
+    meta = {
+        "budget_s": args.budget,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "baseline": args.recipes[0],
+        "matmul_peak_flops": [peak_before, peak_after],
+        "extra_set": args.set,
+    }
+    (out_dir / "results.json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "runs": [vars(r) for r in results]}, indent=2)
+    )
     (out_dir / "table.md").write_text(table + "\n")
     plot(rows, out_dir / "final_bpb.png")
     log(table)

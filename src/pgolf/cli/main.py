@@ -20,6 +20,7 @@ from pgolf.cli.size import register_size_commands
 from pgolf.core.errors import PgolfError
 from pgolf.core.presets import PRESETS, get_preset
 
+
 def cmd_train(args: argparse.Namespace, record: bool = False) -> int:
     """Train, pack, roundtrip-evaluate; with record=True also write the record folder."""
     from pgolf.core.config import validate
@@ -31,15 +32,15 @@ def cmd_train(args: argparse.Namespace, record: bool = False) -> int:
         print(describe(cfg))
         return 0
     from pgolf.core.runtime import shutdown
+    from pgolf.data.source import default_layout_download
     from pgolf.submit.export import exported_code_bytes
     from pgolf.submit.finalize import finalize
     from pgolf.submit.record import final_scores, write_record
     from pgolf.train.trainer import run_training
 
-    from pgolf.data.source import default_layout_download
-
-    session, state = run_training(cfg, resume_from=args.resume, overwrite=args.overwrite,
-                                  fetch_data=default_layout_download)
+    session, state = run_training(
+        cfg, resume_from=args.resume, overwrite=args.overwrite, fetch_data=default_layout_download
+    )
     summary = finalize(session, state, code_bytes=exported_code_bytes(cfg))
     if session.rt.master:
         print(f"summary:{session.run_dir / 'summary.json'} final_val_bpb:{final_scores(summary)['val_bpb']:.8f}")
@@ -105,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, help="continue from a checkpoint.safetensors")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run that has the same RUN_ID")
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("run", help="the main job: train on the machine's default recipe, pack, roundtrip-evaluate, write a record folder")
+    p = sub.add_parser(
+        "run",
+        help="the main job: train on the machine's default recipe, pack, roundtrip-evaluate, write a record folder",
+    )
     add_config_args(p)
     p.add_argument("--resume", type=Path, help="continue from a checkpoint.safetensors")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run that has the same RUN_ID")
@@ -113,16 +117,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write the self-contained train_gpt.py for a config")
     add_config_args(p)
     p.add_argument("--out", type=Path, default=Path("train_gpt.py"))
-    p.add_argument("--readable", action="store_true", help="the specialised bundle as plain Python (what the compact form minifies and compresses)")
+    p.add_argument(
+        "--readable",
+        action="store_true",
+        help="the specialised bundle as plain Python (what the compact form minifies and compresses)",
+    )
     p.set_defaults(func=cmd_export)
-    p = sub.add_parser("eval", help="score a pgolf artifact, a pgolf checkpoint or an official final_model.pt/.int8.ptz")
+    p = sub.add_parser(
+        "eval", help="score a pgolf artifact, a pgolf checkpoint or an official final_model.pt/.int8.ptz"
+    )
     add_config_args(p)
     p.add_argument("weights", help="artifact (.pglf), checkpoint (.safetensors) or official .pt/.ptz")
     p.add_argument("--kind", choices=["auto", "artifact", "safetensors", "official"], default="auto")
     p.set_defaults(func=cmd_eval)
-    p = sub.add_parser("check", help="prove the evaluation legal: causality, normalisation, score before update, single pass, no validation data in training")
+    p = sub.add_parser(
+        "check",
+        help="prove the evaluation legal: causality, normalisation, score before update, single pass, no validation data in training",
+    )
     add_config_args(p)
-    p.add_argument("--skip-training", action="store_true", help="only the four evaluation conditions (no short training run)")
+    p.add_argument(
+        "--skip-training", action="store_true", help="only the four evaluation conditions (no short training run)"
+    )
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("presets", help="list presets, or print one as JSON")
     p.add_argument("name", nargs="?")

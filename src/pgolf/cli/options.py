@@ -33,12 +33,20 @@ def add_config_args(p: argparse.ArgumentParser, default_preset: str | None = Non
     """Preset, config file, --set and the common shortcut flags."""
     p.add_argument("--preset", default=default_preset, help=f"named preset: {', '.join(sorted(PRESETS))}")
     p.add_argument("--config", type=Path, help="TOML/JSON config file applied over the preset")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any config option, e.g. --set model.num_layers=4 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config option, e.g. --set model.num_layers=4 (repeatable)",
+    )
     for flag, dotted in FLAG_OPTIONS.items():
         p.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None, help=f"sets {dotted}")
-    p.add_argument("--over-budget-ok", action="store_true",
-                   help="run an evaluation predicted over eval.time_budget_s (research mode, marked in the log)")
+    p.add_argument(
+        "--over-budget-ok",
+        action="store_true",
+        help="run an evaluation predicted over eval.time_budget_s (research mode, marked in the log)",
+    )
 
 
 def build_config(args: argparse.Namespace, default_preset: str) -> RunConfig:

@@ -1,11 +1,11 @@
 """`pgolf seeds | compare | submit | plot`: from runs to a record (the work is in pgolf.submit).
 
-    pgolf seeds --preset P --seeds 42,0,1234 [--name N] [--set k=v ...] [train flags]
-    pgolf compare A B            each side: run folders, summary.json, train logs, record folders or
-                                 leaderboard:NAME, comma-separated, globs allowed ('runs/x_seed*')
-    pgolf submit RUNS... --name N --author A --github-id G [--track 10min_16mb|non_record|unlimited]
-                 [--out records] [--baseline leaderboard:top | SIDE | none]
-    pgolf plot RUNS... --out DIR
+pgolf seeds --preset P --seeds 42,0,1234 [--name N] [--set k=v ...] [train flags]
+pgolf compare A B            each side: run folders, summary.json, train logs, record folders or
+                             leaderboard:NAME, comma-separated, globs allowed ('runs/x_seed*')
+pgolf submit RUNS... --name N --author A --github-id G [--track 10min_16mb|non_record|unlimited]
+             [--out records] [--baseline leaderboard:top | SIDE | none]
+pgolf plot RUNS... --out DIR
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def register_record_commands(subparsers) -> None:
     p.add_argument("--dry-run", action="store_true", help="print each seed's state and command; train nothing")
     p.set_defaults(func=cmd_seeds)
 
-    p = subparsers.add_parser("compare", help="one-sided Welch t-test: is A lower than B (val_loss, val_bpb), by both rules")
+    p = subparsers.add_parser(
+        "compare", help="one-sided Welch t-test: is A lower than B (val_loss, val_bpb), by both rules"
+    )
     p.add_argument("a", help="side A (the candidate): comma-separated results or globs")
     p.add_argument("b", help="side B (the baseline), e.g. leaderboard:top, leaderboard:1855, leaderboard:naive")
     p.set_defaults(func=cmd_compare)
@@ -39,13 +41,24 @@ def register_record_commands(subparsers) -> None:
     p.add_argument("runs", nargs="+", help="run folders (or their summary.json); globs allowed")
     p.add_argument("--name", required=True, help="submission name (the folder is <date>_<name>)")
     p.add_argument("--author", default=os.environ.get("PGOLF_AUTHOR") or "unknown", help="default: $PGOLF_AUTHOR")
-    p.add_argument("--github-id", default=os.environ.get("PGOLF_GITHUB_ID") or "unknown", help="default: $PGOLF_GITHUB_ID")
-    p.add_argument("--track", choices=["10min_16mb", "non_record", "unlimited"], default=None,
-                   help="default: 10min_16mb only for official-cap runs capped at <= 600 s, else non_record "
-                        "(unlimited when training had no wall-clock cap)")
+    p.add_argument(
+        "--github-id", default=os.environ.get("PGOLF_GITHUB_ID") or "unknown", help="default: $PGOLF_GITHUB_ID"
+    )
+    p.add_argument(
+        "--track",
+        choices=["10min_16mb", "non_record", "unlimited"],
+        default=None,
+        help="default: 10min_16mb only for official-cap runs capped at <= 600 s, else non_record "
+        "(unlimited when training had no wall-clock cap)",
+    )
     p.add_argument("--out", type=Path, default=Path("records"), help="records root (default ./records)")
-    p.add_argument("--baseline", action="append", default=None, metavar="SIDE",
-                   help="what to test against (repeatable; like a compare side); default leaderboard:top; 'none' for no test")
+    p.add_argument(
+        "--baseline",
+        action="append",
+        default=None,
+        metavar="SIDE",
+        help="what to test against (repeatable; like a compare side); default leaderboard:top; 'none' for no test",
+    )
     p.add_argument("--logs", type=Path, default=None, help="folder of the train logs (default: logs/ next to runs/)")
     p.add_argument("--blurb", default="", help="one or two sentences for submission.json")
     p.add_argument("--date", default="", help="YYYY-MM-DD of the folder name (default today)")
@@ -94,8 +107,12 @@ def cmd_seeds(args: argparse.Namespace) -> int:
     args.preset = preset
     cfg = build_config(args, default_preset=preset)
     validate(cfg)
-    plan = SeedPlan(name=safe_name(args.name or preset), seeds=parse_seeds(args.seeds), config=cfg,
-                    train_args=train_flags(args, preset))
+    plan = SeedPlan(
+        name=safe_name(args.name or preset),
+        seeds=parse_seeds(args.seeds),
+        config=cfg,
+        train_args=train_flags(args, preset),
+    )
     if args.dry_run:
         for seed in plan.seeds:
             st = seed_state(plan, seed)
@@ -127,9 +144,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
     baseline = args.baseline if args.baseline is not None else ["leaderboard:top"]
     baseline = [] if [b.lower() for b in baseline] == ["none"] else baseline
     track = args.track or infer_track(run_config(load_run(runs[0])))
-    opts = SubmitOptions(name=args.name, author=args.author, github_id=args.github_id, track=track, out_root=args.out,
-                         baseline=baseline, logs_dir=args.logs, blurb=args.blurb, date=args.date, force=args.force,
-                         plots=not args.no_plots)
+    opts = SubmitOptions(
+        name=args.name,
+        author=args.author,
+        github_id=args.github_id,
+        track=track,
+        out_root=args.out,
+        baseline=baseline,
+        logs_dir=args.logs,
+        blurb=args.blurb,
+        date=args.date,
+        force=args.force,
+        plots=not args.no_plots,
+    )
     folder = assemble(runs, opts)
     print(f"record:{folder} track:{track} files:{','.join(sorted(p.name for p in folder.iterdir()))}")
     return 0

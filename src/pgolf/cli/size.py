@@ -50,8 +50,10 @@ def planned_table(args: argparse.Namespace) -> SizeTable:
     """The planner's table for the config the arguments build."""
     cfg = build_config(args, default_preset=default_preset_name())
     validate(cfg)
-    print(f"preset:{cfg.preset} scheme:{cfg.quant.scheme} clip:{cfg.quant.clip} gptq:{cfg.quant.gptq} "
-          f"lqer_rank:{cfg.quant.lqer_rank}")
+    print(
+        f"preset:{cfg.preset} scheme:{cfg.quant.scheme} clip:{cfg.quant.clip} gptq:{cfg.quant.gptq} "
+        f"lqer_rank:{cfg.quant.lqer_rank}"
+    )
     counted = cfg if cfg.quant.count_code_bytes else None  # CPU proxies cap model bytes only
     return predict_table(cfg.model, quant_layout(cfg.model), cfg.quant, _code_bytes(args, counted))
 

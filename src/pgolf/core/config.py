@@ -116,7 +116,9 @@ class EvalConfig:
     final_sliding: bool = True  # also report the sliding-window score of the roundtrip model
     # Document-aware scoring and score-first test-time training (pgolf.eval.documents, eval.ttt, eval.tilt).
     doc_aware: bool = False  # score each document from its own BOS, windows never crossing a BOS
-    context: int = 0  # tokens of context per document window (0 = eval_seq_len or train_seq_len; may exceed training length)
+    context: int = (
+        0  # tokens of context per document window (0 = eval_seq_len or train_seq_len; may exceed training length)
+    )
     doc_batch: int = 64  # documents per batch, length-sorted (TTT: steps together; scoring: windows per forward)
     ttt: bool = False  # per-document LoRA test-time training, score first (PR #1855/#2135); implies doc_aware
     ttt_rank: int = 80  # LoRA rank
@@ -126,7 +128,9 @@ class EvalConfig:
     ttt_beta2: float = 0.99  # Adam beta2
     ttt_weight_decay: float = 2.0  # decoupled weight decay on the adapters
     ttt_chunk: int = 48  # targets per chunk: score the chunk, then one step on its loss
-    ttt_chunk_by_len: str = ""  # "LEN:CHUNK,..." chunk by document length (PR #2014: 8/24/48); reads the doc's length, fails pgolf check C1
+    ttt_chunk_by_len: str = (
+        ""  # "LEN:CHUNK,..." chunk by document length (PR #2014: 8/24/48); reads the doc's length, fails pgolf check C1
+    )
     ttt_phase_docs: str = ""  # global SGD phases after these document counts, e.g. "2500" (PR #2135) or "834,1667,2500"
     ttt_global_lr: float = 0.005  # global phase SGD LR (cosine to 0 over the phase's one epoch)
     ttt_global_momentum: float = 0.9  # global phase SGD momentum
@@ -166,11 +170,17 @@ class QuantConfig:
     gptq_time_budget_s: float = 60.0  # calibration + GPTQ wall-clock budget, reserved from training time
     lqer_rank: int = 0  # low-rank correction of the quantization error (0 = off; records 4)
     lqer_top_k: int = 3  # tensors that get the correction (largest error drop per stored code first)
-    target_bytes: int = 0  # artifact + code target of cap fitting (0 = size_cap_bytes - pgolf.quant.capfit.CAP_MARGIN_BYTES)
+    target_bytes: int = (
+        0  # artifact + code target of cap fitting (0 = size_cap_bytes - pgolf.quant.capfit.CAP_MARGIN_BYTES)
+    )
     prune_max_frac: float = 0.05  # cap fitting may zero at most this fraction of the quantized weights (+-1 codes)
     transform: str = "auto"  # coding transforms: auto (measure) | none | shuffle | bitpack | transpose | reorder
-    codec_probe_bytes: int = 1 << 20  # auto codec: streams longer than this choose on a sample of this size, then compress once (0 = always try all)
-    codec_time_budget_s: float = 0.0  # auto codec on sampled streams: predicted compression seconds allowed in all (0 = no bound)
+    codec_probe_bytes: int = (
+        1 << 20
+    )  # auto codec: streams longer than this choose on a sample of this size, then compress once (0 = always try all)
+    codec_time_budget_s: float = (
+        0.0  # auto codec on sampled streams: predicted compression seconds allowed in all (0 = no bound)
+    )
 
 
 @dataclass
@@ -391,43 +401,103 @@ _LR, _WD = Range(0, 10), Range(0, 10)
 # Every numeric option's allowed range, checked in one place (check_ranges) before anything is
 # built or allocated: e.g. model.num_layers=1e9 is refused before a dry run builds the model.
 RANGES: dict[str, Range] = {
-    "seed": Range(0, 2**32 - 1), "train_shards": Range(0, 100_000), "threads": Range(0, 1024),
-    "model.vocab_size": Range(2, 65_536), "model.num_layers": Range(1, 64), "model.model_dim": Range(2, 16_384),
-    "model.num_heads": Range(1, 256), "model.num_kv_heads": Range(1, 256), "model.mlp_mult": Range(0, 64, lo_open=True),
-    "model.leaky_slope": _UNIT, "model.tied_embed_init_std": Range(0, 1, lo_open=True),
-    "model.logit_softcap": Range(0, 1000, lo_open=True), "model.logit_softcap_neg": Range(0, 1000),
-    "model.rope_base": Range(1, 1e9), "model.rope_dims": Range(0, 4096), "model.qk_gain_init": Range(0, 100),
-    "model.bigram_buckets": Range(0, 2**24), "model.bigram_dim": Range(1, 16_384), "model.ve_dim": Range(1, 16_384),
-    "model.recur_loops": Range(1, 16), "model.recur_start_frac": _UNIT, "model.parallel_from": Range(-1, 63),
-    "model.attn_gate_dims": Range(1, 16_384), "model.attn_gate_scale": Range(0, 100), "model.bos_id": Range(0, 65_535),
-    "train.iterations": Range(0, _BIG), "train.warmup_steps": Range(0, 1_000_000), "train.warmdown_iters": Range(0, _BIG),
-    "train.warmdown_frac": _UNIT, "train.min_lr_frac": _UNIT, "train.reserve_seconds": Range(0, 86_400),
-    "train.train_batch_tokens": Range(1, 2**31), "train.train_seq_len": Range(1, 2**20),
-    "train.grad_accum_steps": Range(0, 4096), "train.max_wallclock_seconds": Range(0, 30 * 86_400),
-    "train.val_loss_every": Range(0, _BIG), "train.train_log_every": Range(0, _BIG),
-    "train.embed_lr": _LR, "train.head_lr": _LR, "train.tied_embed_lr": _LR, "train.matrix_lr": _LR, "train.scalar_lr": _LR,
-    "train.muon_momentum": _UNIT_OPEN_TOP, "train.muon_backend_steps": Range(1, 20),
-    "train.muon_momentum_warmup_start": _UNIT_OPEN_TOP, "train.muon_momentum_warmup_steps": Range(0, _BIG),
-    "train.muon_weight_decay": _WD, "train.adam_weight_decay": _WD, "train.embed_weight_decay": _WD,
-    "train.beta1": _UNIT_OPEN_TOP, "train.beta2": _UNIT_OPEN_TOP, "train.adam_eps": Range(0, 1, lo_open=True),
-    "train.grad_clip_norm": Range(0, 1e6), "train.ema_decay": _UNIT_OPEN_TOP, "train.checkpoint_every": Range(0, _BIG),
-    "eval.val_batch_size": Range(1, 2**31), "eval.eval_seq_len": Range(0, 2**20), "eval.stride": Range(0, 2**20),
-    "eval.batch_seqs": Range(1, 65_536), "eval.val_max_tokens": Range(0, _BIG),
-    "eval.context": Range(0, 2**20), "eval.doc_batch": Range(1, 65_536), "eval.ttt_rank": Range(1, 4096),
-    "eval.ttt_alpha": Range(0, 1e6, lo_open=True), "eval.ttt_lr": _LR, "eval.ttt_beta2": _UNIT_OPEN_TOP,
-    "eval.ttt_weight_decay": Range(0, 1000), "eval.ttt_chunk": Range(1, 2**20), "eval.ttt_global_lr": _LR,
-    "eval.ttt_global_momentum": _UNIT_OPEN_TOP, "eval.ttt_global_chunk_tokens": Range(1, 2**31),
-    "eval.ttt_global_epochs": Range(1, 100), "eval.tilt_order": Range(0, 64), "eval.tilt_min_order": Range(1, 64),
-    "eval.tilt_threshold": Range(0, 1, lo_open=True), "eval.tilt_boost": Range(0, 50), "eval.time_budget_s": Range(0, 86_400),
-    "quant.keep_float_max_numel": Range(0, _BIG), "quant.size_cap_bytes": Range(1, _BIG),
-    "quant.attn_bits": Range(2, 16), "quant.mlp_bits": Range(2, 16), "quant.embed_bits": Range(2, 16),
-    "quant.hash_bits": Range(2, 16), "quant.attn_clip_sigmas": Range(0, 100, lo_open=True),
-    "quant.mlp_clip_sigmas": Range(0, 100, lo_open=True), "quant.embed_clip_sigmas": Range(0, 100, lo_open=True),
-    "quant.hash_clip_sigmas": Range(0, 100, lo_open=True), "quant.gptq_calib_batches": Range(1, 100_000),
-    "quant.gptq_block_size": Range(1, 65_536), "quant.gptq_damp": Range(0, 10, lo_open=True),
-    "quant.gptq_time_budget_s": Range(0, 86_400), "quant.lqer_rank": Range(0, 4096), "quant.lqer_top_k": Range(0, 100_000),
-    "quant.target_bytes": Range(0, _BIG), "quant.prune_max_frac": _UNIT,
-    "quant.codec_probe_bytes": Range(0, _BIG), "quant.codec_time_budget_s": Range(0, 86_400),
+    "seed": Range(0, 2**32 - 1),
+    "train_shards": Range(0, 100_000),
+    "threads": Range(0, 1024),
+    "model.vocab_size": Range(2, 65_536),
+    "model.num_layers": Range(1, 64),
+    "model.model_dim": Range(2, 16_384),
+    "model.num_heads": Range(1, 256),
+    "model.num_kv_heads": Range(1, 256),
+    "model.mlp_mult": Range(0, 64, lo_open=True),
+    "model.leaky_slope": _UNIT,
+    "model.tied_embed_init_std": Range(0, 1, lo_open=True),
+    "model.logit_softcap": Range(0, 1000, lo_open=True),
+    "model.logit_softcap_neg": Range(0, 1000),
+    "model.rope_base": Range(1, 1e9),
+    "model.rope_dims": Range(0, 4096),
+    "model.qk_gain_init": Range(0, 100),
+    "model.bigram_buckets": Range(0, 2**24),
+    "model.bigram_dim": Range(1, 16_384),
+    "model.ve_dim": Range(1, 16_384),
+    "model.recur_loops": Range(1, 16),
+    "model.recur_start_frac": _UNIT,
+    "model.parallel_from": Range(-1, 63),
+    "model.attn_gate_dims": Range(1, 16_384),
+    "model.attn_gate_scale": Range(0, 100),
+    "model.bos_id": Range(0, 65_535),
+    "train.iterations": Range(0, _BIG),
+    "train.warmup_steps": Range(0, 1_000_000),
+    "train.warmdown_iters": Range(0, _BIG),
+    "train.warmdown_frac": _UNIT,
+    "train.min_lr_frac": _UNIT,
+    "train.reserve_seconds": Range(0, 86_400),
+    "train.train_batch_tokens": Range(1, 2**31),
+    "train.train_seq_len": Range(1, 2**20),
+    "train.grad_accum_steps": Range(0, 4096),
+    "train.max_wallclock_seconds": Range(0, 30 * 86_400),
+    "train.val_loss_every": Range(0, _BIG),
+    "train.train_log_every": Range(0, _BIG),
+    "train.embed_lr": _LR,
+    "train.head_lr": _LR,
+    "train.tied_embed_lr": _LR,
+    "train.matrix_lr": _LR,
+    "train.scalar_lr": _LR,
+    "train.muon_momentum": _UNIT_OPEN_TOP,
+    "train.muon_backend_steps": Range(1, 20),
+    "train.muon_momentum_warmup_start": _UNIT_OPEN_TOP,
+    "train.muon_momentum_warmup_steps": Range(0, _BIG),
+    "train.muon_weight_decay": _WD,
+    "train.adam_weight_decay": _WD,
+    "train.embed_weight_decay": _WD,
+    "train.beta1": _UNIT_OPEN_TOP,
+    "train.beta2": _UNIT_OPEN_TOP,
+    "train.adam_eps": Range(0, 1, lo_open=True),
+    "train.grad_clip_norm": Range(0, 1e6),
+    "train.ema_decay": _UNIT_OPEN_TOP,
+    "train.checkpoint_every": Range(0, _BIG),
+    "eval.val_batch_size": Range(1, 2**31),
+    "eval.eval_seq_len": Range(0, 2**20),
+    "eval.stride": Range(0, 2**20),
+    "eval.batch_seqs": Range(1, 65_536),
+    "eval.val_max_tokens": Range(0, _BIG),
+    "eval.context": Range(0, 2**20),
+    "eval.doc_batch": Range(1, 65_536),
+    "eval.ttt_rank": Range(1, 4096),
+    "eval.ttt_alpha": Range(0, 1e6, lo_open=True),
+    "eval.ttt_lr": _LR,
+    "eval.ttt_beta2": _UNIT_OPEN_TOP,
+    "eval.ttt_weight_decay": Range(0, 1000),
+    "eval.ttt_chunk": Range(1, 2**20),
+    "eval.ttt_global_lr": _LR,
+    "eval.ttt_global_momentum": _UNIT_OPEN_TOP,
+    "eval.ttt_global_chunk_tokens": Range(1, 2**31),
+    "eval.ttt_global_epochs": Range(1, 100),
+    "eval.tilt_order": Range(0, 64),
+    "eval.tilt_min_order": Range(1, 64),
+    "eval.tilt_threshold": Range(0, 1, lo_open=True),
+    "eval.tilt_boost": Range(0, 50),
+    "eval.time_budget_s": Range(0, 86_400),
+    "quant.keep_float_max_numel": Range(0, _BIG),
+    "quant.size_cap_bytes": Range(1, _BIG),
+    "quant.attn_bits": Range(2, 16),
+    "quant.mlp_bits": Range(2, 16),
+    "quant.embed_bits": Range(2, 16),
+    "quant.hash_bits": Range(2, 16),
+    "quant.attn_clip_sigmas": Range(0, 100, lo_open=True),
+    "quant.mlp_clip_sigmas": Range(0, 100, lo_open=True),
+    "quant.embed_clip_sigmas": Range(0, 100, lo_open=True),
+    "quant.hash_clip_sigmas": Range(0, 100, lo_open=True),
+    "quant.gptq_calib_batches": Range(1, 100_000),
+    "quant.gptq_block_size": Range(1, 65_536),
+    "quant.gptq_damp": Range(0, 10, lo_open=True),
+    "quant.gptq_time_budget_s": Range(0, 86_400),
+    "quant.lqer_rank": Range(0, 4096),
+    "quant.lqer_top_k": Range(0, 100_000),
+    "quant.target_bytes": Range(0, _BIG),
+    "quant.prune_max_frac": _UNIT,
+    "quant.codec_probe_bytes": Range(0, _BIG),
+    "quant.codec_time_budget_s": Range(0, 86_400),
 }
 
 
@@ -443,7 +513,9 @@ def numeric_options(cfg: RunConfig) -> dict[str, float]:
 
 def check_ranges(cfg: RunConfig) -> None:
     """Every numeric option inside its RANGES entry, or a ConfigError naming it and the range."""
-    values = numeric_options(cfg)  # every one has an entry (tests/test_faults.py); an exported script keeps only the ones it can change
+    values = numeric_options(
+        cfg
+    )  # every one has an entry (tests/test_faults.py); an exported script keeps only the ones it can change
     for dotted, allowed in RANGES.items():
         value = values[dotted]
         if value not in allowed:
@@ -495,7 +567,10 @@ def validate(cfg: RunConfig) -> None:
     for name in ("attn_bits", "mlp_bits", "embed_bits", "hash_bits"):
         if not (2 <= getattr(q, name) <= 8 or getattr(q, name) == 16):
             raise ConfigError(f"quant.{name}={getattr(q, name)}: expected 2..8, or 16 (fp16)")
-    if q.clip not in ("percentile", "sdclip", "search") or min(q.attn_clip_sigmas, q.mlp_clip_sigmas, q.embed_clip_sigmas, q.hash_clip_sigmas) <= 0:
+    if (
+        q.clip not in ("percentile", "sdclip", "search")
+        or min(q.attn_clip_sigmas, q.mlp_clip_sigmas, q.embed_clip_sigmas, q.hash_clip_sigmas) <= 0
+    ):
         raise ConfigError(f"quant.clip={q.clip!r} must be percentile|sdclip|search and quant.*_clip_sigmas > 0")
     if q.transform not in ("auto", "none", "shuffle", "bitpack", "transpose", "reorder"):
         raise ConfigError(f"quant.transform={q.transform!r}: expected auto|none|shuffle|bitpack|transpose|reorder")
@@ -526,7 +601,9 @@ def parse_chunk_by_len(spec: str) -> list[tuple[int, int]]:
         try:
             a, b = (int(v) for v in part.split(":"))
         except ValueError:
-            raise ConfigError(f"eval.ttt_chunk_by_len={spec!r}: expected LEN:CHUNK pairs like '256:8,1024:24'") from None
+            raise ConfigError(
+                f"eval.ttt_chunk_by_len={spec!r}: expected LEN:CHUNK pairs like '256:8,1024:24'"
+            ) from None
         if a <= 0 or b <= 0:
             raise ConfigError(f"eval.ttt_chunk_by_len={spec!r}: lengths and chunks must be positive")
         out.append((a, b))

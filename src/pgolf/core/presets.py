@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from pgolf.core.config import ConfigError, RunConfig
 
@@ -120,7 +120,14 @@ def frontier_cpu_proxy() -> RunConfig:
     # (measured: 1e-3 and 1e-2 worse on a 60 s proxy model) with wd 2.0 -> 0.05 (the same decay
     # per step), the global phase after 45 of the sample's 901 documents (2,500 of 50,000: 5%).
     e.context, e.doc_batch, e.time_budget_s = 256, 64, 600.0
-    e.ttt_rank, e.ttt_alpha, e.ttt_chunk, e.ttt_lr, e.ttt_weight_decay, e.ttt_phase_docs = 16, 28.8, 64, 3e-3, 0.05, "45"
+    e.ttt_rank, e.ttt_alpha, e.ttt_chunk, e.ttt_lr, e.ttt_weight_decay, e.ttt_phase_docs = (
+        16,
+        28.8,
+        64,
+        3e-3,
+        0.05,
+        "45",
+    )
     q.attn_bits, q.mlp_bits, q.embed_bits, q.hash_bits, q.embed_clip_sigmas = 6, 6, 8, 6, 14.0
     q.gptq_time_budget_s, q.lqer_rank, q.lqer_top_k = 10.0, 4, 3
     return cfg

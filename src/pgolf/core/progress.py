@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Iterable, Iterator, Sized
+from collections.abc import Iterable, Iterator, Sized
 
 PROGRESS_EVERY_S = 30.0
 
@@ -37,8 +37,11 @@ def _lines(seq: Iterable, label: str, every_s: float, clock) -> Iterator:
             elapsed = now - t0
             if total:
                 eta = elapsed * (total - done) / done
-                print(f"{label}_progress:{done}/{total} ({100 * done / total:.0f}%) elapsed:{elapsed:.0f}s "
-                      f"eta:{eta:.0f}s", flush=True)
+                print(
+                    f"{label}_progress:{done}/{total} ({100 * done / total:.0f}%) elapsed:{elapsed:.0f}s "
+                    f"eta:{eta:.0f}s",
+                    flush=True,
+                )
             else:
                 print(f"{label}_progress:{done} elapsed:{elapsed:.0f}s", flush=True)
         yield item

@@ -52,8 +52,11 @@ class RunLog:
                 self.path.write_bytes(old.read_bytes())  # keep what was logged so far
             except OSError:
                 pass
-        print(f"log:rescued {old} is not writable ({exc.strerror or exc}); logging to {self.path}",
-              file=sys.stderr, flush=True)
+        print(
+            f"log:rescued {old} is not writable ({exc.strerror or exc}); logging to {self.path}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def fmt_kv(**items) -> str:

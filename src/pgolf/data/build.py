@@ -15,22 +15,14 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
 from pgolf.core.constants import BOS_ID
 from pgolf.core.errors import MissingInputError, PgolfError, UsageError
-from pgolf.data.shards import (
-    HEADER_BYTES,
-    ShardError,
-    check_token_range,
-    load_shard,
-    shard_files,
-    write_shard,
-)
 from pgolf.data.caseops import CASEOPS_NAME, OPERATORS, caseops_encode
 from pgolf.data.guards import (
     BUILD_MANIFEST_NAME,
@@ -43,6 +35,14 @@ from pgolf.data.guards import (
     encode_fingerprint,
     file_sha256,
     read_manifest,
+)
+from pgolf.data.shards import (
+    HEADER_BYTES,
+    ShardError,
+    check_token_range,
+    load_shard,
+    shard_files,
+    write_shard,
 )
 from pgolf.data.sidecar import (
     caseops_document,
@@ -98,13 +98,12 @@ class DocumentError(PgolfError, ValueError):
 class TtyProgress:
     """A progress display for humans: rich (else tqdm) when stderr is a TTY, silent otherwise."""
 
-    def __init__(self, description: str, total: int | None = None, unit: str = "docs",
-                 enabled: bool | None = None):
+    def __init__(self, description: str, total: int | None = None, unit: str = "docs", enabled: bool | None = None):
         self.description, self.total, self.unit = description, total, unit
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self._rich = self._task = self._tqdm = None
 
-    def __enter__(self) -> "TtyProgress":
+    def __enter__(self) -> TtyProgress:
         if self.enabled:
             try:
                 self._start_rich()
@@ -116,9 +115,15 @@ class TtyProgress:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self._rich = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TextColumn(self.unit), TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
-                              console=Console(stderr=True))
+        self._rich = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(self.unit),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=Console(stderr=True),
+        )
         self._rich.start()
         self._task = self._rich.add_task(self.description, total=self.total, info="")
 
@@ -204,8 +209,9 @@ def _jsonl_text(path: Path, lineno: int, raw: bytes) -> Iterator[str]:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise DocumentError(f"{path}:{lineno}: 'text' holds a lone surrogate at character {exc.start} "
-                            "(not encodable as UTF-8)") from None
+        raise DocumentError(
+            f"{path}:{lineno}: 'text' holds a lone surrogate at character {exc.start} (not encodable as UTF-8)"
+        ) from None
     yield text
 
 
@@ -269,9 +275,9 @@ class ShardSplitWriter:
         pos = 0
         while pos < tokens.size:
             take = min(self.shard_size - self.fill, tokens.size - pos)
-            self.buf[self.fill:self.fill + take] = tokens[pos:pos + take]
+            self.buf[self.fill : self.fill + take] = tokens[pos : pos + take]
             if self.bytes_buf is not None:
-                self.bytes_buf[self.fill:self.fill + take] = nbytes[pos:pos + take]
+                self.bytes_buf[self.fill : self.fill + take] = nbytes[pos : pos + take]
             self.fill += take
             pos += take
             if self.fill == self.shard_size:
@@ -282,9 +288,9 @@ class ShardSplitWriter:
         if self.fill == 0:
             return
         name = SHARD_FILENAME.format(split=self.split, index=len(self.files[self.split]))
-        write_shard(self.out_dir / name, self.buf[:self.fill])
+        write_shard(self.out_dir / name, self.buf[: self.fill])
         if self.bytes_buf is not None:
-            write_sidecar(sidecar_path(self.out_dir / name), self.bytes_buf[:self.fill])
+            write_sidecar(sidecar_path(self.out_dir / name), self.bytes_buf[: self.fill])
         self.files[self.split].append(self.out_dir / name)
         self.fill = 0
 
@@ -315,8 +321,13 @@ def encode_caseops_documents(sp, texts: list[str], vocab_size: int) -> list[tupl
     return docs
 
 
-SHARD_OUTPUT_GLOBS = ("fineweb_train_*.bin", "fineweb_val_*.bin", "fineweb_*.bytes", "fineweb_*.tmp",
-                      BUILD_MANIFEST_NAME)
+SHARD_OUTPUT_GLOBS = (
+    "fineweb_train_*.bin",
+    "fineweb_val_*.bin",
+    "fineweb_*.bytes",
+    "fineweb_*.tmp",
+    BUILD_MANIFEST_NAME,
+)
 
 
 def remove_stale_shards(out_dir: Path) -> int:
@@ -353,8 +364,10 @@ def load_build_tokenizer(sp_model_path: str | Path, caseops: bool = False):
     if int(sp.vocab_size()) > MAX_UINT16_VOCAB:
         raise TokenizerError(f"{sp_model_path}: vocab_size={int(sp.vocab_size())} does not fit uint16 shards")
     if caseops and not all(sp.piece_to_id(op) != sp.unk_id() for op in OPERATORS):
-        raise TokenizerError(f"{sp_model_path}: not a CaseOps tokenizer (its vocabulary lacks the case operators; "
-                             "train one with `pgolf data tokenizer --caseops`)")
+        raise TokenizerError(
+            f"{sp_model_path}: not a CaseOps tokenizer (its vocabulary lacks the case operators; "
+            "train one with `pgolf data tokenizer --caseops`)"
+        )
     return sp
 
 
@@ -372,8 +385,10 @@ class _BuildState:
         if split == "val":
             self.val_hashes.add(digest)
         elif digest in self.val_hashes:
-            raise DataOverlapError(f"document {self.stats['docs_total']} of the input (a train document) has "
-                                   "the same tokens as a validation document; remove the duplicate")
+            raise DataOverlapError(
+                f"document {self.stats['docs_total']} of the input (a train document) has "
+                "the same tokens as a validation document; remove the duplicate"
+            )
         writer.set_split(split)
         writer.append(toks, nbytes)
         for key in (f"docs_{split}", "docs_total"):
@@ -382,10 +397,18 @@ class _BuildState:
             self.stats[key] += int(toks.size)
 
 
-def build_shards(docs, sp_model_path: str | Path, out_dir: str | Path,
-                 num_val_docs: int = BUILD_NUM_VAL_DOCS, shard_size: int = BUILD_SHARD_SIZE, *,
-                 max_docs: int | None = None, num_threads: int | None = None,
-                 progress: bool | None = None, caseops: bool = False) -> dict[str, int]:
+def build_shards(
+    docs,
+    sp_model_path: str | Path,
+    out_dir: str | Path,
+    num_val_docs: int = BUILD_NUM_VAL_DOCS,
+    shard_size: int = BUILD_SHARD_SIZE,
+    *,
+    max_docs: int | None = None,
+    num_threads: int | None = None,
+    progress: bool | None = None,
+    caseops: bool = False,
+) -> dict[str, int]:
     """Tokenize documents into official-format val/train shards in out_dir; return the stats.
 
     `docs` is a path or a list of paths: .jsonl files (a `text` field per line), other files
@@ -422,8 +445,9 @@ def build_shards(docs, sp_model_path: str | Path, out_dir: str | Path,
         for split in SHARD_SPLITS:
             stats[f"files_{split}"] = len(writer.files[split])
         stats["files_total"] = stats["files_val"] + stats["files_train"]
-        write_build_manifest(tmp_dir, sp_model_path, sp, stats, num_val_docs, shard_size, writer.files,
-                             state.val_hashes, caseops)
+        write_build_manifest(
+            tmp_dir, sp_model_path, sp, stats, num_val_docs, shard_size, writer.files, state.val_hashes, caseops
+        )
         swap_in_build(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -431,9 +455,17 @@ def build_shards(docs, sp_model_path: str | Path, out_dir: str | Path,
     return stats
 
 
-def write_build_manifest(out_dir: Path, sp_model_path: str | Path, sp, stats: dict[str, int],
-                         num_val_docs: int, shard_size: int, files: dict[str, list[Path]],
-                         val_hashes: set[bytes] | None = None, caseops: bool = False) -> Path:
+def write_build_manifest(
+    out_dir: Path,
+    sp_model_path: str | Path,
+    sp,
+    stats: dict[str, int],
+    num_val_docs: int,
+    shard_size: int,
+    files: dict[str, list[Path]],
+    val_hashes: set[bytes] | None = None,
+    caseops: bool = False,
+) -> Path:
     """Record which tokenizer (path + sha256) and settings produced the shards, the counts, the
     val document range [first, end) of the input and the val fingerprint."""
     manifest = {
@@ -460,8 +492,10 @@ def write_build_manifest(out_dir: Path, sp_model_path: str | Path, sp, stats: di
 
 def format_build_stats(stats: dict[str, int]) -> list[str]:
     """One `key:value` line per split, for logs and the CLI."""
-    return [f"split:{s} docs:{stats[f'docs_{s}']} tokens:{stats[f'tokens_{s}']} files:{stats[f'files_{s}']}"
-            for s in SHARD_SPLITS]
+    return [
+        f"split:{s} docs:{stats[f'docs_{s}']} tokens:{stats[f'tokens_{s}']} files:{stats[f'files_{s}']}"
+        for s in SHARD_SPLITS
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,8 +515,16 @@ def tokenizer_training_texts(docs, max_docs: int | None, caseops: bool = False) 
             yield caseops_encode(text) if caseops else text
 
 
-def train_tokenizer(docs, out_prefix: str | Path, vocab_size: int, *, max_docs: int | None = None,
-                    num_threads: int | None = None, quiet: bool = True, caseops: bool = False) -> Path:
+def train_tokenizer(
+    docs,
+    out_prefix: str | Path,
+    vocab_size: int,
+    *,
+    max_docs: int | None = None,
+    num_threads: int | None = None,
+    quiet: bool = True,
+    caseops: bool = False,
+) -> Path:
     """Train a SentencePiece BPE model with the official exporter's settings; return the .model path.
 
     Writes `<out_prefix>.model` and `<out_prefix>.vocab` (old ones are removed first). Any vocab
@@ -499,9 +541,13 @@ def train_tokenizer(docs, out_prefix: str | Path, vocab_size: int, *, max_docs: 
     model_path = prefix.with_name(prefix.name + ".model")
     for artifact in (model_path, prefix.with_name(prefix.name + ".vocab")):
         artifact.unlink(missing_ok=True)
-    kwargs = dict(SP_TRAINER_SETTINGS, vocab_size=vocab_size, model_prefix=str(prefix),
-                  sentence_iterator=tokenizer_training_texts(docs, max_docs, caseops),
-                  num_threads=num_threads or min(os.cpu_count() or 1, 16))
+    kwargs = dict(
+        SP_TRAINER_SETTINGS,
+        vocab_size=vocab_size,
+        model_prefix=str(prefix),
+        sentence_iterator=tokenizer_training_texts(docs, max_docs, caseops),
+        num_threads=num_threads or min(os.cpu_count() or 1, 16),
+    )
     if caseops:
         kwargs["user_defined_symbols"] = list(OPERATORS)
     if quiet:
@@ -550,7 +596,7 @@ def stream_target_bytes(tokens: np.ndarray, prev: int | None, tables) -> int:
         total += int(target_bytes(np.array([prev]), tokens[:1], tables).sum())
     for start in range(1, tokens.size, STATS_CHUNK_TOKENS):
         end = min(start + STATS_CHUNK_TOKENS, tokens.size)
-        total += int(target_bytes(tokens[start - 1:end - 1], tokens[start:end], tables).sum())
+        total += int(target_bytes(tokens[start - 1 : end - 1], tokens[start:end], tables).sum())
     return total
 
 
@@ -618,8 +664,9 @@ def resolve_check_tokenizer(data_dir: Path, tokenizer: str | Path | None, vocab_
     return found
 
 
-def check_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None,
-                   vocab_size: int | None = None, report: dict | None = None) -> dict[str, ShardSetStats]:
+def check_data_dir(
+    data_dir: str | Path, tokenizer: str | Path | None = None, vocab_size: int | None = None, report: dict | None = None
+) -> dict[str, ShardSetStats]:
     """Validate a shard folder: every header/size, no shard without tokens, the tokenizer against
     the vocab size and against the build manifest's sha256, BOS first, every id < vocab, the
     sidecars of CaseOps shards, and no train document in the manifest's val fingerprint.
@@ -646,18 +693,24 @@ def check_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None,
         if paths and result[split].files[0].tokens and first_shard_token(paths[0]) != BOS_ID:
             raise ShardError(f"{paths[0]}: the first {split} shard does not start with BOS={BOS_ID}")
     if manifest and manifest.get("byte_sidecars") and by_split["val"] and shard_sidecars(by_split["val"]) is None:
-        raise ShardError(f"{sidecar_path(by_split['val'][0])}: the manifest says the shards have raw-byte "
-                         "sidecars but this one is missing")
+        raise ShardError(
+            f"{sidecar_path(by_split['val'][0])}: the manifest says the shards have raw-byte "
+            "sidecars but this one is missing"
+        )
     overlap = "unchecked"
     if manifest and manifest.get("val_fingerprint"):
         source = data_dir / BUILD_MANIFEST_NAME
         check_no_val_docs(by_split["train"], decode_fingerprint(str(manifest["val_fingerprint"]), source), source)
         overlap = "none"
     if report is not None:
-        report.update(tokenizer=str(tok_path), tokenizer_sha256=digest, overlap=overlap,
-                      val_doc_range=(manifest or {}).get("val_doc_range"),
-                      bytes_from="sidecars" if by_split["val"] and shard_sidecars(by_split["val"]) else "tables",
-                      manifest=manifest is not None)
+        report.update(
+            tokenizer=str(tok_path),
+            tokenizer_sha256=digest,
+            overlap=overlap,
+            val_doc_range=(manifest or {}).get("val_doc_range"),
+            bytes_from="sidecars" if by_split["val"] and shard_sidecars(by_split["val"]) else "tables",
+            manifest=manifest is not None,
+        )
     return result
 
 

@@ -47,11 +47,21 @@ PARTIAL_SUFFIX = ".part"
 HUB_STAGING_DIR = ".hub_download"  # hf_hub_download's local_dir inside <out>
 TOKENIZER_ARTIFACT_KEYS = ("model_path", "vocab_path", "path")  # manifest keys of tokenizer files
 # Class names of transport errors (httpx/httpx2/requests/urllib3) that mean "hub not reachable".
-NETWORK_ERROR_NAMES = frozenset({
-    "ConnectError", "ConnectTimeout", "ConnectionError", "TimeoutException", "ReadTimeout",
-    "RemoteProtocolError", "NetworkError", "ProxyError", "NewConnectionError", "MaxRetryError",
-    "OfflineModeIsEnabled",
-})
+NETWORK_ERROR_NAMES = frozenset(
+    {
+        "ConnectError",
+        "ConnectTimeout",
+        "ConnectionError",
+        "TimeoutException",
+        "ReadTimeout",
+        "RemoteProtocolError",
+        "NetworkError",
+        "ProxyError",
+        "NewConnectionError",
+        "MaxRetryError",
+        "OfflineModeIsEnabled",
+    }
+)
 
 
 class DownloadError(PgolfError, RuntimeError):
@@ -73,8 +83,9 @@ class DownloadSummary:
         return next((p for p in self.tokenizer_files if p.suffix == ".model"), None)
 
 
-def hub_settings(repo_id: str | None = None, remote_root: str | None = None,
-                 variant: str | None = None) -> tuple[str, str]:
+def hub_settings(
+    repo_id: str | None = None, remote_root: str | None = None, variant: str | None = None
+) -> tuple[str, str]:
     """Repo id and remote root prefix: arguments, else the official env vars, else the variant's
     known repo, else the defaults."""
     repo = repo_id or os.environ.get(HUB_REPO_ENV) or VARIANT_HUB_REPO.get(variant or "") or DEFAULT_HUB_REPO_ID
@@ -90,7 +101,7 @@ def hub_join(*parts: str) -> str:
 def variant_dataset_dir(variant: str) -> str:
     """Dataset folder of a variant: spN → fineweb10B_spN (byte260 → fineweb10B_byte260, the CaseOps
     spN_lossless_caps_caseops_v1_reserved → fineweb10B_spN_lossless_caps_caseops_v1_reserved)."""
-    base = variant[:-len(CASEOPS_VARIANT_SUFFIX)] if is_caseops_variant(variant) else variant
+    base = variant[: -len(CASEOPS_VARIANT_SUFFIX)] if is_caseops_variant(variant) else variant
     if (base.startswith("sp") and base[2:].isdigit()) or variant == "byte260":
         return f"fineweb10B_{variant}"
     raise UsageError(f"unknown data variant {variant!r}; expected sp<VOCAB_SIZE> (e.g. sp1024) or byte260")
@@ -126,8 +137,11 @@ def hub_fetch(repo_id: str, remote: str, staging: Path) -> Path:
     path = PurePosixPath(remote)
     subfolder = None if str(path.parent) == "." else str(path.parent)
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=path.name, subfolder=subfolder,
-                                    repo_type="dataset", local_dir=staging))
+        return Path(
+            hf_hub_download(
+                repo_id=repo_id, filename=path.name, subfolder=subfolder, repo_type="dataset", local_dir=staging
+            )
+        )
     except LocalEntryNotFoundError as exc:  # offline or hub down, and not in the cache
         raise hub_unreachable_error(remote, repo_id, exc) from exc
     except EntryNotFoundError as exc:
@@ -242,13 +256,15 @@ def shard_counts(dataset: dict, train_shards: int) -> int:
     except (KeyError, TypeError, ValueError) as exc:
         raise DownloadError(f"dataset {dataset.get('name')}: manifest lacks stats.files_val/files_train") from exc
     if train_shards > max_train:
-        raise DownloadError(f"dataset {dataset.get('name')} has only {max_train} train shards on the hub, "
-                            f"requested {train_shards}")
+        raise DownloadError(
+            f"dataset {dataset.get('name')} has only {max_train} train shards on the hub, requested {train_shards}"
+        )
     return val_shards
 
 
-def plan_downloads(manifest: dict, variant: str, train_shards: int, out: Path,
-                   prefix: str) -> tuple[Path, list[tuple[str, Path, str]]]:
+def plan_downloads(
+    manifest: dict, variant: str, train_shards: int, out: Path, prefix: str
+) -> tuple[Path, list[tuple[str, Path, str]]]:
     """The dataset folder and every (remote path, local path, kind) to fetch for a variant."""
     dataset_name = variant_dataset_dir(variant)
     dataset = manifest_dataset(manifest, dataset_name)
@@ -262,16 +278,27 @@ def plan_downloads(manifest: dict, variant: str, train_shards: int, out: Path,
             name = SHARD_FILENAME.format(split=split, index=i)
             plan.append((hub_join(remote_dir, name), local_dir / name, "shard"))
             if split == "val" and is_caseops_variant(variant):
-                plan.append((hub_join(remote_dir, REMOTE_SIDECAR_FILENAME.format(index=i)),
-                             sidecar_path(local_dir / name), "sidecar"))
+                plan.append(
+                    (
+                        hub_join(remote_dir, REMOTE_SIDECAR_FILENAME.format(index=i)),
+                        sidecar_path(local_dir / name),
+                        "sidecar",
+                    )
+                )
     for art in artifacts:
         plan.append((hub_join(prefix, art), out / "tokenizers" / PurePosixPath(art).name, "file"))
     return local_dir, plan
 
 
-def download_variant(variant: str = "sp1024", train_shards: int = 1, out: str | Path = "data", *,
-                     repo_id: str | None = None, remote_root: str | None = None,
-                     progress: bool | None = None) -> DownloadSummary:
+def download_variant(
+    variant: str = "sp1024",
+    train_shards: int = 1,
+    out: str | Path = "data",
+    *,
+    repo_id: str | None = None,
+    remote_root: str | None = None,
+    progress: bool | None = None,
+) -> DownloadSummary:
     """Fetch the val shards, the first `train_shards` train shards and the tokenizer of a variant.
 
     Manifest-driven and resumable (present, valid files are skipped). Raises DownloadError when

@@ -19,8 +19,8 @@ import base64
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -67,7 +67,7 @@ def decode_fingerprint(text: str, source: str | Path) -> set[bytes]:
         raise ShardError(f"{source}: val_fingerprint is not base64 ({exc})") from None
     if len(raw) % DOC_HASH_BYTES:
         raise ShardError(f"{source}: val_fingerprint length {len(raw)} is not a multiple of {DOC_HASH_BYTES}")
-    return {raw[i:i + DOC_HASH_BYTES] for i in range(0, len(raw), DOC_HASH_BYTES)}
+    return {raw[i : i + DOC_HASH_BYTES] for i in range(0, len(raw), DOC_HASH_BYTES)}
 
 
 def iter_stream_docs(paths: Iterable[Path], bos_id: int = BOS_ID) -> Iterator[tuple[np.ndarray, Path]]:
@@ -87,7 +87,7 @@ def iter_stream_docs(paths: Iterable[Path], bos_id: int = BOS_ID) -> Iterator[tu
         for a, b in zip(starts[:-1], starts[1:]):
             yield tokens[a:b], path
         if starts.size:
-            carry, carry_file = [tokens[int(starts[-1]):]], path
+            carry, carry_file = [tokens[int(starts[-1]) :]], path
     if carry:
         yield np.concatenate(carry), carry_file
 
@@ -114,7 +114,8 @@ def check_tokenizer_matches(data_dir: str | Path, manifest: dict | None, tokeniz
         built = manifest.get("tokenizer_path", "?")
         raise TokenizerError(
             f"{tokenizer}: sha256 {digest[:12]}… is not the tokenizer the shards in {data_dir} were built with "
-            f"({built}, sha256 {str(expected)[:12]}…); the score would be wrong")
+            f"({built}, sha256 {str(expected)[:12]}…); the score would be wrong"
+        )
     return digest
 
 
@@ -123,8 +124,10 @@ def check_folder_vocab(data_dir: str | Path, tokenizer: str | Path, tokenizer_vo
     of that vocabulary (a 4096 tokenizer on sp1024 shards passes every id check but scores wrong)."""
     match = FOLDER_VOCAB_RE.search(Path(data_dir).name)
     if match and int(match.group(1)) != tokenizer_vocab:
-        raise TokenizerError(f"{tokenizer}: vocab_size={tokenizer_vocab} but the shards in {data_dir} are named for "
-                             f"sp{match.group(1)}; they were tokenized with a different tokenizer")
+        raise TokenizerError(
+            f"{tokenizer}: vocab_size={tokenizer_vocab} but the shards in {data_dir} are named for "
+            f"sp{match.group(1)}; they were tokenized with a different tokenizer"
+        )
 
 
 def check_train_not_val(train_files: list[Path], val_files: list[Path], pattern: str) -> None:
@@ -132,8 +135,10 @@ def check_train_not_val(train_files: list[Path], val_files: list[Path], pattern:
     val = {p.resolve() for p in val_files}
     for path in train_files:
         if path.resolve() in val or path.name.startswith(VAL_SHARD_PREFIX):
-            raise DataOverlapError(f"{path}: the train pattern {pattern} matches a validation shard; "
-                                   "training on validation data is not allowed")
+            raise DataOverlapError(
+                f"{path}: the train pattern {pattern} matches a validation shard; "
+                "training on validation data is not allowed"
+            )
 
 
 def check_no_val_docs(train_files: list[Path], fingerprint: set[bytes], source: str | Path) -> int:
@@ -142,8 +147,10 @@ def check_no_val_docs(train_files: list[Path], fingerprint: set[bytes], source: 
     for doc, path in iter_stream_docs(train_files):
         checked += 1
         if doc_hash(doc) in fingerprint:
-            raise DataOverlapError(f"{path}: train shard holds a validation document "
-                                   f"(its token hash is in the val fingerprint of {source})")
+            raise DataOverlapError(
+                f"{path}: train shard holds a validation document "
+                f"(its token hash is in the val fingerprint of {source})"
+            )
     return checked
 
 

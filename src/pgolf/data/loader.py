@@ -70,8 +70,14 @@ class TokenStream:
 class DistributedTokenLoader:
     """Gives each rank its disjoint span of every global chunk, as (x, y) of shape (B, T)."""
 
-    def __init__(self, pattern: str | Path, rank: int, world_size: int, device: torch.device,
-                 position: StreamPosition | None = None):
+    def __init__(
+        self,
+        pattern: str | Path,
+        rank: int,
+        world_size: int,
+        device: torch.device,
+        position: StreamPosition | None = None,
+    ):
         self.rank, self.world_size, self.device = rank, world_size, device
         self.stream = TokenStream(pattern, position)
 

@@ -53,9 +53,7 @@ def read_shard_header(path: str | Path) -> int:
     expected = HEADER_BYTES + num_tokens * TOKEN_BYTES
     if size != expected:
         kind = "truncated" if size < expected else "has trailing bytes"
-        raise ShardError(
-            f"{path}: {kind}: header says {num_tokens} tokens = {expected} bytes, file has {size} bytes"
-        )
+        raise ShardError(f"{path}: {kind}: header says {num_tokens} tokens = {expected} bytes, file has {size} bytes")
     return num_tokens
 
 

@@ -88,8 +88,9 @@ def read_sidecar(path: str | Path, shard: str | Path | None = None) -> np.ndarra
     if shard is not None:
         tokens = read_shard_header(shard)
         if tokens != count:
-            raise ShardError(f"{path}: sidecar has {count} byte counts but its shard {Path(shard).name} "
-                             f"has {tokens} tokens")
+            raise ShardError(
+                f"{path}: sidecar has {count} byte counts but its shard {Path(shard).name} has {tokens} tokens"
+            )
     counts = np.fromfile(path, dtype="<u2", count=count, offset=HEADER_BYTES)
     if counts.size != count:
         raise ShardError(f"{path}: short read ({counts.size} of {count} byte counts)")
@@ -105,8 +106,9 @@ def shard_sidecars(shards: list[Path]) -> list[Path] | None:
         return None
     if not all(present):
         missing = shards[present.index(False)]
-        raise ShardError(f"{sidecar_path(missing)}: missing byte sidecar of {missing.name} "
-                         f"(the other shards of the set have one)")
+        raise ShardError(
+            f"{sidecar_path(missing)}: missing byte sidecar of {missing.name} (the other shards of the set have one)"
+        )
     return paths
 
 
@@ -116,8 +118,6 @@ def load_sidecars(shards: list[Path]) -> np.ndarray | None:
     if paths is None:
         return None
     return np.concatenate([read_sidecar(p, s) for p, s in zip(paths, shards)])
-
-
 
 
 def surface_byte_table(sp) -> np.ndarray:
@@ -153,8 +153,10 @@ def document_token_bytes(sp, transformed: str, surface: np.ndarray | None = None
     lens = surface[np.asarray(ids, dtype=np.int64)]
     norm_starts = _char_starts(normalized)
     if int(lens.sum()) != len(normalized.encode("utf-8")):
-        raise TokenizerError(f"tokenizer pieces spell {int(lens.sum())} bytes but the normalized text has "
-                             f"{len(normalized.encode('utf-8'))}; cannot attribute original bytes")
+        raise TokenizerError(
+            f"tokenizer pieces spell {int(lens.sum())} bytes but the normalized text has "
+            f"{len(normalized.encode('utf-8'))}; cannot attribute original bytes"
+        )
     piece_norm_char = np.searchsorted(norm_starts, np.cumsum(lens) - lens, side="right") - 1
     char_offsets = np.asarray(offsets, dtype=np.int64)
     begins = np.maximum.accumulate(char_offsets[np.clip(piece_norm_char, 0, len(normalized) - 1)])

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pgolf.core.errors import MissingInputError
 from pgolf.core.config import RunConfig
+from pgolf.core.errors import MissingInputError
 from pgolf.data.caseops import OPERATORS
 from pgolf.data.guards import (
     check_folder_vocab,
@@ -135,14 +135,19 @@ def resolve_data(cfg: RunConfig, log=print, fetch=None) -> DataSource:
     overlap = manifest_overlap_check(path, manifest, train)
     caseops = is_caseops_tokenizer(sp)
     if caseops and not all(sidecar_path(p).is_file() for p in val):
-        raise DataMissingError(f"{val[0]}: {tok.name} is a CaseOps tokenizer but the val shards have no raw-byte "
-                               "sidecars (.bytes); the score would divide by transformed bytes")
+        raise DataMissingError(
+            f"{val[0]}: {tok.name} is a CaseOps tokenizer but the val shards have no raw-byte "
+            "sidecars (.bytes); the score would divide by transformed bytes"
+        )
     tokenization = f"{'caseops-' if caseops else ''}sp{int(sp.vocab_size())}"
     tokenization += " (sidecar bytes)" if caseops else " (byte tables)"
-    log(f"data:tokenization {tokenization} path:{path} tokenizer:{tok.name} sha256:{digest[:12]} "
-        f"train_val_overlap:{overlap}")
-    return DataSource(path, str(path / cfg.data.train_pattern), str(path / cfg.data.val_pattern), tok, len(train),
-                      tokenization)
+    log(
+        f"data:tokenization {tokenization} path:{path} tokenizer:{tok.name} sha256:{digest[:12]} "
+        f"train_val_overlap:{overlap}"
+    )
+    return DataSource(
+        path, str(path / cfg.data.train_pattern), str(path / cfg.data.val_pattern), tok, len(train), tokenization
+    )
 
 
 def load_val_data(cfg: RunConfig, ds: DataSource) -> ValData:

@@ -98,7 +98,7 @@ def probe_rates(model, st: Setup, device, autocast) -> dict:
 
         def train_step():
             with frozen(model), bank.attached(), ctx:
-                loss = head_logits(model, model.hidden(x)[:, -min(64, st.context):], bank).float().logsumexp(-1).mean()
+                loss = head_logits(model, model.hidden(x)[:, -min(64, st.context) :], bank).float().logsumexp(-1).mean()
             loss.backward()
 
         rates["ttt"] = x.numel() / _timed(train_step)
@@ -128,9 +128,13 @@ def check_budget(cfg: EvalConfig, cost: Cost, log=None) -> None:
         return
     if cfg.over_budget_ok:
         if log is not None:
-            log(f"eval_plan:over_budget research mode: predicted {cost.predicted_s:.1f}s > budget {budget:g}s "
-                f"(eval.over_budget_ok); this score is not a legal record")
+            log(
+                f"eval_plan:over_budget research mode: predicted {cost.predicted_s:.1f}s > budget {budget:g}s "
+                f"(eval.over_budget_ok); this score is not a legal record"
+            )
         return
-    raise EvalBudgetError(f"evaluation predicted at {cost.predicted_s:.0f}s, over eval.time_budget_s={budget:g}s "
-                          f"({line}); shrink it (eval.doc_batch, eval.ttt_chunk, eval.context, eval.tilt_order) "
-                          f"or pass --over-budget-ok for a research run")
+    raise EvalBudgetError(
+        f"evaluation predicted at {cost.predicted_s:.0f}s, over eval.time_budget_s={budget:g}s "
+        f"({line}); shrink it (eval.doc_batch, eval.ttt_chunk, eval.context, eval.tilt_order) "
+        f"or pass --over-budget-ok for a research run"
+    )

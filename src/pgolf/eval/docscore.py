@@ -37,7 +37,7 @@ from pgolf.data.sidecar import SidecarBytes
 from pgolf.data.tokenizer import ByteTables
 from pgolf.eval.budget import check_budget, plan_cost
 from pgolf.eval.docplan import Setup, chunk_plan, rank_docs, resolve
-from pgolf.eval.documents import Documents, length_sorted, plan_doc_windows, per_target_bytes
+from pgolf.eval.documents import Documents, length_sorted, per_target_bytes, plan_doc_windows
 from pgolf.eval.scoring import Score
 from pgolf.eval.tilt import Hints, ngram_hints, tilted_nll
 from pgolf.eval.ttt import GlobalPhase, LoraBank, adapter_optimizer, frozen, global_phase, head_logits
@@ -140,7 +140,9 @@ def ttt_step_inputs(docs: Documents, batch: np.ndarray, plans, k: int, device):
     return rows, starts, lens, cols.to(device), valid.to(device)
 
 
-def ttt_chunk(model, tokens, bank: LoraBank, opt, st: Setup, rec: Recorder, batch, plans, k, applied, device, autocast) -> None:
+def ttt_chunk(
+    model, tokens, bank: LoraBank, opt, st: Setup, rec: Recorder, batch, plans, k, applied, device, autocast
+) -> None:
     """Chunk k of every document in the batch: score it (final), then one step on its loss."""
     docs = st.docs
     rows, starts, lens, cols, valid = ttt_step_inputs(docs, batch, plans, k, device)
@@ -151,9 +153,11 @@ def ttt_chunk(model, tokens, bank: LoraBank, opt, st: Setup, rec: Recorder, batc
         hc = h.gather(1, cols[..., None].expand(-1, -1, h.size(-1)))  # (rows, C, D)
         z = head_logits(model, hc, bank)
     yc = y.gather(1, cols)
-    tidx = (torch.from_numpy(starts).to(device)[:, None] + cols)
+    tidx = torch.from_numpy(starts).to(device)[:, None] + cols
     flat = valid.flatten()
-    nll, raw = scored_nll(z.reshape(-1, z.size(-1))[flat], yc.flatten()[flat], rec.hint_for(tidx.flatten()[flat]), rec.beta)
+    nll, raw = scored_nll(
+        z.reshape(-1, z.size(-1))[flat], yc.flatten()[flat], rec.hint_for(tidx.flatten()[flat]), rec.beta
+    )
     rec.add(tidx.flatten()[flat], nll)  # the chunk's scores are final before any step on it
     for i in rows.tolist():
         rec.event("score", int(batch[i]), k, tuple(applied[i]))
@@ -209,18 +213,39 @@ def score_group(model, tokens, st: Setup, mine: np.ndarray, rec: Recorder, devic
         score_windows(model, tokens, win, rec, st.cfg.doc_batch, device, autocast, progress)
 
 
-def run_global_phase(model, tokens, st: Setup, group: np.ndarray, rank: int, world: int, device, autocast) -> GlobalPhase:
+def run_global_phase(
+    model, tokens, st: Setup, group: np.ndarray, rank: int, world: int, device, autocast
+) -> GlobalPhase:
     cfg = st.cfg
     begin = int(st.docs.start[group[0]])
     end = int(st.docs.start[group[-1]] + st.docs.length[group[-1]])
-    ph = GlobalPhase(begin, end, st.seq_len, cfg.ttt_global_lr, cfg.ttt_global_momentum,
-                     cfg.ttt_global_chunk_tokens, cfg.ttt_global_epochs)
+    ph = GlobalPhase(
+        begin,
+        end,
+        st.seq_len,
+        cfg.ttt_global_lr,
+        cfg.ttt_global_momentum,
+        cfg.ttt_global_chunk_tokens,
+        cfg.ttt_global_epochs,
+    )
     return global_phase(model, tokens, ph, rank, world, device, autocast)
 
 
-def evaluate_documents(model, tokens: Tensor, tables: ByteTables | SidecarBytes, cfg: EvalConfig, seq_len: int,
-                       bos_id: int, rank: int = 0, world_size: int = 1, device=None, autocast=None,
-                       progress: bool = False, record_events: bool = False, log=None) -> DocEval:
+def evaluate_documents(
+    model,
+    tokens: Tensor,
+    tables: ByteTables | SidecarBytes,
+    cfg: EvalConfig,
+    seq_len: int,
+    bos_id: int,
+    rank: int = 0,
+    world_size: int = 1,
+    device=None,
+    autocast=None,
+    progress: bool = False,
+    record_events: bool = False,
+    log=None,
+) -> DocEval:
     """Score `tokens` (1-D CPU tensor, the validation stream) as configured; see the module doc."""
     device = device or next(model.parameters()).device
     st = resolve(cfg, tokens, seq_len, bos_id)
@@ -267,14 +292,18 @@ def evaluate_documents(model, tokens: Tensor, tables: ByteTables | SidecarBytes,
     secs["total"] = time.perf_counter() - t0
     tilted = int((hints >= 0).sum()) if hints is not None else 0
     over = cfg.time_budget_s > 0 and secs["total"] > cfg.time_budget_s
-    return DocEval(score, nll.cpu(), counts.cpu(), secs, cost.predicted_s if cost else 0.0, over, tilted, rec.events or [], phases)
+    return DocEval(
+        score, nll.cpu(), counts.cpu(), secs, cost.predicted_s if cost else 0.0, over, tilted, rec.events or [], phases
+    )
 
 
 def time_split(res: DocEval) -> str:
     """`eval_time:…ms scoring:…ms ttt:…ms global:…ms tilt:…ms predicted:…ms` for the log lines."""
     s = res.seconds
-    return (f"eval_time:{1000 * s['total']:.0f}ms scoring:{1000 * s['scoring']:.0f}ms ttt:{1000 * s['ttt']:.0f}ms "
-            f"global:{1000 * s['global']:.0f}ms tilt:{1000 * s['tilt']:.0f}ms predicted:{1000 * res.predicted_s:.0f}ms")
+    return (
+        f"eval_time:{1000 * s['total']:.0f}ms scoring:{1000 * s['scoring']:.0f}ms ttt:{1000 * s['ttt']:.0f}ms "
+        f"global:{1000 * s['global']:.0f}ms tilt:{1000 * s['tilt']:.0f}ms predicted:{1000 * res.predicted_s:.0f}ms"
+    )
 
 
 def eval_kind(cfg: EvalConfig) -> str:

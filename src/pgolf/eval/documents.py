@@ -115,8 +115,9 @@ def per_target_bytes(tokens: Tensor, tables: ByteTables | SidecarBytes, device) 
         return torch.from_numpy(np.asarray(tables.counts[1:n], dtype=np.int64)).to(device)
     if int(tokens.max()) >= tables.size:
         raise TokenizerError(f"token id {int(tokens.max())} is outside the tokenizer's table of {tables.size} ids")
-    base, space, boundary = (torch.from_numpy(a).to(device) for a in
-                             (tables.base_bytes, tables.has_leading_space, tables.is_boundary))
+    base, space, boundary = (
+        torch.from_numpy(a).to(device) for a in (tables.base_bytes, tables.has_leading_space, tables.is_boundary)
+    )
     tok = tokens.to(device=device, dtype=torch.int64)
     tgt, prev = tok[1:], tok[:-1]
     return base[tgt].to(torch.int64) + (space[tgt] & ~boundary[prev]).to(torch.int64)

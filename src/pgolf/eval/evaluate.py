@@ -84,8 +84,13 @@ def check_shapes(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, 
         return
     missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
     wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
-    detail = (f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}" if extra
-              else f"{wrong[0]} is {list(got[wrong[0]])}, the model has {list(expected[wrong[0]])}")
+    detail = (
+        f"missing {missing[:3]}"
+        if missing
+        else f"unexpected {extra[:3]}"
+        if extra
+        else f"{wrong[0]} is {list(got[wrong[0]])}, the model has {list(expected[wrong[0]])}"
+    )
     raise WeightsMismatchError(f"{source}: weights do not match this model config ({detail})")
 
 
@@ -93,23 +98,47 @@ def run_documents(cfg: RunConfig, model, val, rt, log) -> dict:
     """The configured document evaluation (windows per document, TTT, global phases, tilt) with
     its budget, time split and score logged."""
     kind = eval_kind(cfg.eval)
-    res = evaluate_documents(model, val.tokens, val.tables, cfg.eval, cfg.train.train_seq_len, cfg.model.bos_id,
-                             rank=rt.rank, world_size=rt.world_size, device=rt.device,
-                             autocast=autocast_for(rt.device), progress=rt.master, log=log)
+    res = evaluate_documents(
+        model,
+        val.tokens,
+        val.tables,
+        cfg.eval,
+        cfg.train.train_seq_len,
+        cfg.model.bos_id,
+        rank=rt.rank,
+        world_size=rt.world_size,
+        device=rt.device,
+        autocast=autocast_for(rt.device),
+        progress=rt.master,
+        log=log,
+    )
     log(eval_line(kind, cfg, res))
-    out = {"val_loss": res.score.val_loss, "val_bpb": res.score.val_bpb, "tokens": res.score.tokens,
-           "bytes": res.score.bytes, "seconds": res.seconds, "predicted_s": res.predicted_s,
-           "over_budget": res.over_budget, "tilted": res.tilted}
+    out = {
+        "val_loss": res.score.val_loss,
+        "val_bpb": res.score.val_bpb,
+        "tokens": res.score.tokens,
+        "bytes": res.score.bytes,
+        "seconds": res.seconds,
+        "predicted_s": res.predicted_s,
+        "over_budget": res.over_budget,
+        "tilted": res.tilted,
+    }
     return out
 
 
 def eval_line(kind: str, cfg: RunConfig, res) -> str:
     """`eval:ttt+global+tilt val_loss:… val_bpb:… eval_time:…ms scoring:… ttt:… global:… tilt:…`."""
     e = cfg.eval
-    flag = " over_budget:RESEARCH" if res.over_budget or (e.over_budget_ok and res.predicted_s > e.time_budget_s > 0) else ""
-    return (f"eval:{kind} context:{e.context or e.eval_seq_len or cfg.train.train_seq_len} val_loss:{res.score.val_loss:.8f} "
-            f"val_bpb:{res.score.val_bpb:.8f} tokens:{res.score.tokens} val_bytes:{res.score.bytes} "
-            f"{time_split(res)} budget:{e.time_budget_s:g}s tilted:{res.tilted}{flag}")
+    flag = (
+        " over_budget:RESEARCH"
+        if res.over_budget or (e.over_budget_ok and res.predicted_s > e.time_budget_s > 0)
+        else ""
+    )
+    return (
+        f"eval:{kind} context:{e.context or e.eval_seq_len or cfg.train.train_seq_len} val_loss:{res.score.val_loss:.8f} "
+        f"val_bpb:{res.score.val_bpb:.8f} tokens:{res.score.tokens} val_bytes:{res.score.bytes} "
+        f"{time_split(res)} budget:{e.time_budget_s:g}s tilted:{res.tilted}{flag}"
+    )
 
 
 def run_eval(cfg: RunConfig, path: Path, kind: str = "auto") -> dict:
@@ -128,21 +157,42 @@ def run_eval(cfg: RunConfig, path: Path, kind: str = "auto") -> dict:
     model.set_recurrence(bool(cfg.model.recur_layers) and cfg.model.recur_loops > 1)
     data = resolve_data(cfg, log)
     val = load_val_data(cfg, data)
-    log(f"eval:weights {path} model_params:{sum(p.numel() for p in model.parameters())} "
-        f"val_tokens:{val.tokens.numel() - 1} val_bytes:{val.total_bytes}")
+    log(
+        f"eval:weights {path} model_params:{sum(p.numel() for p in model.parameters())} "
+        f"val_tokens:{val.tokens.numel() - 1} val_bytes:{val.total_bytes}"
+    )
     results = {}
     window = cfg.eval.eval_seq_len or cfg.train.train_seq_len
-    runs = [("nonoverlap", cfg.train.train_seq_len, 0)] + ([("sliding", window, cfg.eval.stride)] if cfg.eval.stride else [])
+    runs = [("nonoverlap", cfg.train.train_seq_len, 0)] + (
+        [("sliding", window, cfg.eval.stride)] if cfg.eval.stride else []
+    )
     if uses_documents(cfg.eval):
         results[eval_kind(cfg.eval)] = run_documents(cfg, model, val, rt, log)
     for name, win, stride in runs:
         t0 = time.perf_counter()
-        score = evaluate(model, val.tokens, val.tables, window=win, stride=stride, batch_seqs=cfg.eval.batch_seqs,
-                         rank=rt.rank, world_size=rt.world_size, device=rt.device, autocast=autocast_for(rt.device),
-                         progress=rt.master)
+        score = evaluate(
+            model,
+            val.tokens,
+            val.tables,
+            window=win,
+            stride=stride,
+            batch_seqs=cfg.eval.batch_seqs,
+            rank=rt.rank,
+            world_size=rt.world_size,
+            device=rt.device,
+            autocast=autocast_for(rt.device),
+            progress=rt.master,
+        )
         secs = time.perf_counter() - t0
-        log(f"eval:{name} window:{win} stride:{stride} val_loss:{score.val_loss:.8f} val_bpb:{score.val_bpb:.8f} "
-            f"tokens:{score.tokens} val_bytes:{score.bytes} eval_time:{1000 * secs:.0f}ms")
-        results[name] = {"val_loss": score.val_loss, "val_bpb": score.val_bpb, "tokens": score.tokens, "bytes": score.bytes}
+        log(
+            f"eval:{name} window:{win} stride:{stride} val_loss:{score.val_loss:.8f} val_bpb:{score.val_bpb:.8f} "
+            f"tokens:{score.tokens} val_bytes:{score.bytes} eval_time:{1000 * secs:.0f}ms"
+        )
+        results[name] = {
+            "val_loss": score.val_loss,
+            "val_bpb": score.val_bpb,
+            "tokens": score.tokens,
+            "bytes": score.bytes,
+        }
     shutdown(rt)
     return results

@@ -56,8 +56,9 @@ class CheckCase:
     seq_len: int
 
     def run(self, tokens: torch.Tensor | None = None, cfg: EvalConfig | None = None, **kw):
-        return evaluate_documents(self.model, self.tokens if tokens is None else tokens, self.tables,
-                                  cfg or self.cfg, self.seq_len, BOS, **kw)
+        return evaluate_documents(
+            self.model, self.tokens if tokens is None else tokens, self.tables, cfg or self.cfg, self.seq_len, BOS, **kw
+        )
 
 
 def check_tables(vocab: int) -> ByteTables:
@@ -105,7 +106,7 @@ def check_causality(case: CheckCase, points: int = 4, seed: int = 0, tol: float 
         pert = case.tokens.clone()
         g = torch.Generator().manual_seed(int(t))
         tail = torch.randint(2, CHECK_VOCAB, (pert.numel() - t - 1,), generator=g).to(pert.dtype)
-        pert[t + 1:] = torch.where(pert[t + 1:] == BOS, pert[t + 1:], tail)  # values only: same documents
+        pert[t + 1 :] = torch.where(pert[t + 1 :] == BOS, pert[t + 1 :], tail)  # values only: same documents
         ok, diff = _close(case.run(pert).nll[:t], base.nll[:t], tol)  # targets 1..t
         worst = max(worst, diff)
         if not ok:
@@ -120,9 +121,12 @@ def check_causality(case: CheckCase, points: int = 4, seed: int = 0, tol: float 
         worst = max(worst, diff)
         if not ok:
             bad.append(t)
-    return CheckResult("C1 causality", not bad,
-                       f"{2 * points} perturbations after t; max change of an earlier score {worst:.2e} nats"
-                       + (f"; changed at t={bad}" if bad else ""))
+    return CheckResult(
+        "C1 causality",
+        not bad,
+        f"{2 * points} perturbations after t; max change of an earlier score {worst:.2e} nats"
+        + (f"; changed at t={bad}" if bad else ""),
+    )
 
 
 def _with(cfg: EvalConfig, **kw) -> EvalConfig:
@@ -156,9 +160,13 @@ def check_normalisation(case: CheckCase, points: int = 2, seed: int = 1, tol: fl
         sums.append(sum(probs))
     white = _white_box(case)
     ok = all(abs(s - 1) <= tol for s in sums) and white <= 1e-5
-    return CheckResult("C2 normalisation", ok,
-                       f"sum over {CHECK_VOCAB} target values at targets {targets}: "
-                       + ", ".join(f"{s:.6f}" for s in sums) + f"; tilted distribution |sum-1| <= {white:.1e}")
+    return CheckResult(
+        "C2 normalisation",
+        ok,
+        f"sum over {CHECK_VOCAB} target values at targets {targets}: "
+        + ", ".join(f"{s:.6f}" for s in sums)
+        + f"; tilted distribution |sum-1| <= {white:.1e}",
+    )
 
 
 def _white_box(case: CheckCase) -> float:
@@ -181,7 +189,9 @@ def check_score_before_update(case: CheckCase, first: slice, second: slice) -> C
     off = case.run(cfg=_with(case.cfg, ttt_lr=0.0, ttt_weight_decay=0.0, ttt_phase_docs=""))
     idx = torch.arange(first.start, first.stop)
     same, diff = _close(res.nll[idx], off.nll[idx], 1e-6)
-    problems = [] if same else [f"planted document's first copy scored {diff:.2e} nats differently than with adaptation off"]
+    problems = (
+        [] if same else [f"planted document's first copy scored {diff:.2e} nats differently than with adaptation off"]
+    )
     scored: set[int] = set()
     for ev in res.events:
         if ev[0] == "score":
@@ -191,22 +201,33 @@ def check_score_before_update(case: CheckCase, first: slice, second: slice) -> C
         elif ev[0] == "global" and not set(range(ev[2], ev[3])) <= scored:
             problems.append(f"global phase {ev[1]} ran before documents {ev[2]}..{ev[3] - 1} were all scored")
     gain = float(off.nll[second].sum() - res.nll[second].sum())
-    detail = (f"first copy {float(res.nll[idx].sum()):.4f} nats (adaptation off {float(off.nll[idx].sum()):.4f}); "
-              f"second copy {gain:+.4f} nats better with adaptation; {len(res.events)} events checked")
+    detail = (
+        f"first copy {float(res.nll[idx].sum()):.4f} nats (adaptation off {float(off.nll[idx].sum()):.4f}); "
+        f"second copy {gain:+.4f} nats better with adaptation; {len(res.events)} events checked"
+    )
     return CheckResult("C3 score before update", not problems, detail + ("; " + problems[0] if problems else ""))
 
 
 def check_single_pass(case: CheckCase) -> CheckResult:
     res = case.run()
     toks, t = case.tokens.tolist(), case.tables
-    ref = sum(int(t.base_bytes[y]) + int(t.has_leading_space[y] and not t.is_boundary[p]) for p, y in zip(toks[:-1], toks[1:]))
+    ref = sum(
+        int(t.base_bytes[y]) + int(t.has_leading_space[y] and not t.is_boundary[p]) for p, y in zip(toks[:-1], toks[1:])
+    )
     counts = res.counts
     ok = bool((counts == 1).all()) and res.score.bytes == ref and res.score.tokens == len(toks) - 1
-    return CheckResult("C4 single pass", ok,
-                       f"targets {len(toks) - 1}, scored once {int((counts == 1).sum())}, twice+ {int((counts > 1).sum())}, "
-                       f"never {int((counts == 0).sum())}; bytes {res.score.bytes} (rule: {ref})")
+    return CheckResult(
+        "C4 single pass",
+        ok,
+        f"targets {len(toks) - 1}, scored once {int((counts == 1).sum())}, twice+ {int((counts > 1).sum())}, "
+        f"never {int((counts == 0).sum())}; bytes {res.score.bytes} (rule: {ref})",
+    )
 
 
 def run_checks(case: CheckCase, first: slice, second: slice) -> list[CheckResult]:
-    return [check_causality(case), check_normalisation(case), check_score_before_update(case, first, second),
-            check_single_pass(case)]
+    return [
+        check_causality(case),
+        check_normalisation(case),
+        check_score_before_update(case, first, second),
+        check_single_pass(case),
+    ]

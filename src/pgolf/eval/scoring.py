@@ -103,8 +103,9 @@ def rank_slice(n: int, rank: int, world_size: int) -> slice:
     return slice(n * rank // world_size, n * (rank + 1) // world_size)
 
 
-def _window_batch(tokens: Tensor, plan: WindowPlan, idx: np.ndarray, device,
-                  counts: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+def _window_batch(
+    tokens: Tensor, plan: WindowPlan, idx: np.ndarray, device, counts: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     offs = torch.arange(plan.length + 1)
     rows = torch.from_numpy(plan.start[idx])[:, None] + offs[None, :]
     chunk = tokens[rows].to(device=device, dtype=torch.int64)  # (b, L+1)
@@ -115,8 +116,14 @@ def _window_batch(tokens: Tensor, plan: WindowPlan, idx: np.ndarray, device,
     return x, y, scored, tgt_bytes
 
 
-def _batch_stats(model, x: Tensor, y: Tensor, scored: Tensor, tables_t: tuple[Tensor, Tensor, Tensor] | None,
-                 tgt_bytes: Tensor | None = None) -> tuple[Tensor, int, Tensor]:
+def _batch_stats(
+    model,
+    x: Tensor,
+    y: Tensor,
+    scored: Tensor,
+    tables_t: tuple[Tensor, Tensor, Tensor] | None,
+    tgt_bytes: Tensor | None = None,
+) -> tuple[Tensor, int, Tensor]:
     hidden = model.hidden(x)  # (b, L, D)
     logits = model.logits(hidden[scored])  # (n, V): the head only where targets are scored
     nll = F.cross_entropy(logits.float(), y[scored], reduction="sum")
@@ -130,9 +137,19 @@ def _batch_stats(model, x: Tensor, y: Tensor, scored: Tensor, tables_t: tuple[Te
 
 
 @torch.no_grad()
-def evaluate(model, tokens: Tensor, tables: ByteTables | SidecarBytes, window: int, stride: int = 0,
-             batch_seqs: int = 32, rank: int = 0, world_size: int = 1, device=None,
-             autocast=None, progress: bool = False) -> Score:
+def evaluate(
+    model,
+    tokens: Tensor,
+    tables: ByteTables | SidecarBytes,
+    window: int,
+    stride: int = 0,
+    batch_seqs: int = 32,
+    rank: int = 0,
+    world_size: int = 1,
+    device=None,
+    autocast=None,
+    progress: bool = False,
+) -> Score:
     """Score `tokens` (a 1-D CPU tensor of the validation stream) with `model`.
 
     `model` must provide hidden(ids) -> (B, T, D) and logits(h) -> (..., V). Returns the global
@@ -155,8 +172,8 @@ def evaluate(model, tokens: Tensor, tables: ByteTables | SidecarBytes, window: i
     for b0 in track(batches, "scoring", progress):
         x, y, scored, tgt_bytes = _window_batch(tokens, plan, mine[b0 : b0 + batch_seqs], device, counts)
         with autocast or nullcontext():
-            l, n, nb = _batch_stats(model, x, y, scored, tables_t, tgt_bytes)
-        loss += l
+            batch_loss, n, nb = _batch_stats(model, x, y, scored, tables_t, tgt_bytes)
+        loss += batch_loss
         nbytes += nb
         ntok += n
     model.train(was_training)
@@ -169,7 +186,9 @@ def _byte_source(tables: ByteTables | SidecarBytes, num_tokens: int, device) -> 
         if tables.counts.size < num_tokens:
             raise TokenizerError(f"byte sidecar covers {tables.counts.size} positions, the stream has {num_tokens}")
         return torch.from_numpy(np.asarray(tables.counts[:num_tokens], dtype=np.int64)), None
-    return None, tuple(torch.from_numpy(a).to(device) for a in (tables.base_bytes, tables.has_leading_space, tables.is_boundary))
+    return None, tuple(
+        torch.from_numpy(a).to(device) for a in (tables.base_bytes, tables.has_leading_space, tables.is_boundary)
+    )
 
 
 def _all_reduce_score(loss: Tensor, ntok: int, nbytes: Tensor, device) -> Score:
@@ -199,5 +218,7 @@ def score_reference(model, tokens: Tensor, tables: ByteTables | SidecarBytes, wi
                 if isinstance(tables, SidecarBytes):
                     nb += int(tables.counts[j + 1])
                 else:
-                    nb += int(tables.base_bytes[tgt]) + int(tables.has_leading_space[tgt] and not tables.is_boundary[prev])
+                    nb += int(tables.base_bytes[tgt]) + int(
+                        tables.has_leading_space[tgt] and not tables.is_boundary[prev]
+                    )
     return Score(loss, ntok, nb)

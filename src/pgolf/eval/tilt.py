@@ -49,7 +49,7 @@ class Hints:
 def _context_keys(tok: Tensor, k: int, h1: Tensor, h2: Tensor) -> tuple[Tensor, Tensor]:
     """Extend the order-(k-1) hashes of the context ending at each position by the token k-1 back."""
     shifted = torch.full_like(tok, -1)
-    shifted[k - 1:] = tok[: tok.numel() - (k - 1)]
+    shifted[k - 1 :] = tok[: tok.numel() - (k - 1)]
     h1 = (h1 * _M1 + shifted + 2) % _P1
     h2 = (h2 * _M2 + shifted + 2) % _P2
     return h1, h2

@@ -34,8 +34,13 @@ def lora_modules(model: nn.Module, targets: list[str]) -> list[tuple[str, nn.Lin
     out = []
     for i, block in enumerate(model.blocks):
         attn, mlp = block.attn, block.mlp
-        picks = {"q": [("c_q", attn.c_q)], "k": [("c_k", attn.c_k)], "v": [("c_v", attn.c_v)],
-                 "o": [("proj", attn.proj)], "mlp": [("fc", mlp.fc), ("proj", mlp.proj)]}
+        picks = {
+            "q": [("c_q", attn.c_q)],
+            "k": [("c_k", attn.c_k)],
+            "v": [("c_v", attn.c_v)],
+            "o": [("proj", attn.proj)],
+            "mlp": [("fc", mlp.fc), ("proj", mlp.proj)],
+        }
         for t in targets:
             for name, mod in picks.get(t, []):
                 out.append((f"blocks.{i}.{'mlp' if t == 'mlp' else 'attn'}.{name}", mod))
@@ -85,8 +90,10 @@ class LoraBank:
     @contextmanager
     def attached(self):
         """Forward hooks adding the adapters to the model's linears while inside the block."""
+
         def hook(i):
             return lambda mod, args, out: out + self.delta(i, args[0])
+
         self._hooks = [mod.register_forward_hook(hook(i)) for i, (_, mod) in enumerate(self.mods)]
         try:
             yield self
@@ -139,8 +146,9 @@ class GlobalPhase:
     losses: list[float] = field(default_factory=list)
 
 
-def global_phase(model: nn.Module, tokens: Tensor, ph: GlobalPhase, rank: int, world: int, device,
-                 autocast=None) -> GlobalPhase:
+def global_phase(
+    model: nn.Module, tokens: Tensor, ph: GlobalPhase, rank: int, world: int, device, autocast=None
+) -> GlobalPhase:
     """SGD on the base weights over the already-scored stream slice (see the module docstring)."""
     n_seq = (ph.end - ph.begin) // ph.seq_len
     if n_seq == 0:

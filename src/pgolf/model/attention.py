@@ -34,8 +34,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 ATTN_KERNELS = ("auto", "fa3", "varlen", "fa2", "flex", "sdpa", "dense")
-KERNEL_LABELS = {"fa3": "fa3-varlen", "varlen": "torch-varlen", "fa2": "fa2-varlen", "flex": "flex-doc",
-                 "sdpa": "sdpa-causal", "dense": "dense-mask"}
+KERNEL_LABELS = {
+    "fa3": "fa3-varlen",
+    "varlen": "torch-varlen",
+    "fa2": "fa2-varlen",
+    "flex": "flex-doc",
+    "sdpa": "sdpa-causal",
+    "dense": "dense-mask",
+}
 FA_MODULES = {"fa3": "flash_attn_interface", "fa2": "flash_attn"}
 VARLEN_KERNELS = ("fa3", "varlen", "fa2")  # the kernels fed flattened tokens + cu_seqlens
 TORCH_VARLEN_MODULE = "torch.nn.attention.varlen"
@@ -244,8 +250,9 @@ def _varlen(q: Tensor, k: Tensor, v: Tensor, a: AttnInputs) -> Tensor:
     def flat(x: Tensor) -> Tensor:  # (B, h, T, Dh) -> (B*T, h, Dh)
         return x.transpose(1, 2).reshape(B * T, x.size(1), Dh).to(dtype)
 
-    out = varlen_function(a.kernel)(flat(q), flat(k), flat(v), a.cu_seqlens, a.cu_seqlens,
-                                    a.max_seqlen, a.max_seqlen, causal=True)
+    out = varlen_function(a.kernel)(
+        flat(q), flat(k), flat(v), a.cu_seqlens, a.cu_seqlens, a.max_seqlen, a.max_seqlen, causal=True
+    )
     out = out[0] if isinstance(out, tuple) else out  # some FA3 versions also return the LSE
     return out.reshape(B, T, H, Dh).transpose(1, 2).to(q.dtype)
 

@@ -39,8 +39,12 @@ def fp8_problem(device: torch.device) -> str | None:
 
 def fp8_eligible(name: str, module: nn.Module) -> bool:
     """A block's attention or MLP projection whose dims FP8 GEMMs accept."""
-    return (isinstance(module, nn.Linear) and name.endswith(FP8_TARGETS)
-            and module.in_features % FP8_DIM_MULTIPLE == 0 and module.out_features % FP8_DIM_MULTIPLE == 0)
+    return (
+        isinstance(module, nn.Linear)
+        and name.endswith(FP8_TARGETS)
+        and module.in_features % FP8_DIM_MULTIPLE == 0
+        and module.out_features % FP8_DIM_MULTIPLE == 0
+    )
 
 
 def convert_to_fp8(model: nn.Module, emulate: bool = False) -> list[str]:

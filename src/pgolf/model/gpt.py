@@ -10,8 +10,8 @@ Shapes: B batch, T time, D model_dim, H heads, Hk kv heads, Dh head_dim, V vocab
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -263,7 +263,9 @@ class SmearGate(nn.Module):
 
     def forward(self, e: Tensor, ids: Tensor, bos_id: int) -> Tensor:
         _, valid = previous_tokens(ids, bos_id)
-        g = self.smear_lambda.to(e.dtype) * torch.sigmoid(e[..., : self.smear_gate.numel()] @ self.smear_gate.to(e.dtype))
+        g = self.smear_lambda.to(e.dtype) * torch.sigmoid(
+            e[..., : self.smear_gate.numel()] @ self.smear_gate.to(e.dtype)
+        )
         prev = torch.roll(e, 1, dims=1)
         return e + (g * valid.to(e.dtype))[..., None] * prev
 
@@ -453,8 +455,15 @@ class GPT(nn.Module):
 BlockFn = Callable[..., tuple[Tensor, Tensor | None]]
 
 
-def apply_block(block: Block, x: Tensor, ctx: Context, ve: Tensor | None, lane1: Tensor | None,
-                post: Tensor | None, resid: Tensor | None) -> tuple[Tensor, Tensor | None]:
+def apply_block(
+    block: Block,
+    x: Tensor,
+    ctx: Context,
+    ve: Tensor | None,
+    lane1: Tensor | None,
+    post: Tensor | None,
+    resid: Tensor | None,
+) -> tuple[Tensor, Tensor | None]:
     """One block application: plain (lane1 None: returns (x', None)) or on two parallel lanes
     (PR #1530/#1855): attention reads lane0 (mixed with x0), the MLP reads lane1, both write to
     both lanes through the 2x2 `post` weights; `resid` carries each lane. Every layer and every
@@ -465,8 +474,7 @@ def apply_block(block: Block, x: Tensor, ctx: Context, ve: Tensor | None, lane1:
     a = block.attn_branch(block.mix_input(x, ctx), ctx, ve)
     m = block.mlp_branch(lane1)
     post, resid = post.to(x.dtype), resid.to(x.dtype)
-    return (resid[0] * x + post[0, 0] * a + post[1, 0] * m,
-            resid[1] * lane1 + post[0, 1] * a + post[1, 1] * m)
+    return (resid[0] * x + post[0, 0] * a + post[1, 0] * m, resid[1] * lane1 + post[0, 1] * a + post[1, 1] * m)
 
 
 def head_loss(model: GPT, h: Tensor, targets: Tensor) -> Tensor:

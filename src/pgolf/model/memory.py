@@ -142,11 +142,13 @@ def compiled_step_peak(model: GPT, ids: torch.Tensor, dtype: torch.dtype) -> int
         def compiler(gm, inputs):
             graphs[kind] = (gm, inputs)
             return gm
+
         return compiler
 
     def backend(gm, inputs):
-        return aot_module_simplified(gm, inputs, fw_compiler=keep("fw"), bw_compiler=keep("bw"),
-                                     partition_fn=min_cut_rematerialization_partition)
+        return aot_module_simplified(
+            gm, inputs, fw_compiler=keep("fw"), bw_compiler=keep("bw"), partition_fn=min_cut_rematerialization_partition
+        )
 
     torch._dynamo.reset()
     try:
@@ -163,8 +165,14 @@ def compiled_step_peak(model: GPT, ids: torch.Tensor, dtype: torch.dtype) -> int
     return tracker.peak
 
 
-def traced_step_peak(cfg: ModelConfig, batch_seqs: int, seq_len: int, dtype: torch.dtype = torch.bfloat16,
-                     recur_active: bool = True, compiled: bool = False) -> tuple[int, dict[str, int], dict[str, str]]:
+def traced_step_peak(
+    cfg: ModelConfig,
+    batch_seqs: int,
+    seq_len: int,
+    dtype: torch.dtype = torch.bfloat16,
+    recur_active: bool = True,
+    compiled: bool = False,
+) -> tuple[int, dict[str, int], dict[str, str]]:
     """(peak live bytes of one forward + backward, parameter -> numel, parameter -> optimizer
     group), traced on fake tensors."""
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -178,12 +186,20 @@ def traced_step_peak(cfg: ModelConfig, batch_seqs: int, seq_len: int, dtype: tor
     return peak, {n: numels[n] for n in roles}, roles
 
 
-def estimate_train_memory(cfg: ModelConfig, batch_seqs: int, seq_len: int, world_size: int = 8,
-                          ema: bool = True, dtype: torch.dtype = torch.bfloat16,
-                          recur_active: bool = True, compiled: bool = False) -> MemoryEstimate:
+def estimate_train_memory(
+    cfg: ModelConfig,
+    batch_seqs: int,
+    seq_len: int,
+    world_size: int = 8,
+    ema: bool = True,
+    dtype: torch.dtype = torch.bfloat16,
+    recur_active: bool = True,
+    compiled: bool = False,
+) -> MemoryEstimate:
     """Bytes per GPU of training `cfg` at `batch_seqs` x `seq_len` per micro-step (fp32 state)."""
     peak, numels, roles = traced_step_peak(cfg, batch_seqs, seq_len, dtype, recur_active, compiled)
     params = 4 * sum(numels.values())
     optimizer = sum(4 * OPT_STATE_FLOATS[roles[n]] * k for n, k in numels.items())
-    return MemoryEstimate(params=params, optimizer=optimizer, ema=params if ema else 0,
-                          ddp=params if world_size > 1 else 0, fwd_bwd=peak)
+    return MemoryEstimate(
+        params=params, optimizer=optimizer, ema=params if ema else 0, ddp=params if world_size > 1 else 0, fwd_bwd=peak
+    )

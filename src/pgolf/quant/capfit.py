@@ -48,9 +48,11 @@ class FitReport:
         return self.pruned / max(self.quantized_weights, 1)
 
     def line(self) -> str:
-        return (f"cap_fit: bytes:{self.bytes_before}->{self.bytes_after} target:{self.target} pruned:{self.pruned} "
-                f"({100 * self.pruned_frac:.3f}% of {self.quantized_weights} quantized weights) "
-                f"lqer_dropped:{','.join(self.lqer_dropped) or '-'} packs:{len(self.trials)}")
+        return (
+            f"cap_fit: bytes:{self.bytes_before}->{self.bytes_after} target:{self.target} pruned:{self.pruned} "
+            f"({100 * self.pruned_frac:.3f}% of {self.quantized_weights} quantized weights) "
+            f"lqer_dropped:{','.join(self.lqer_dropped) or '-'} packs:{len(self.trials)}"
+        )
 
 
 def cap_target_bytes(qcfg: QuantConfig, code_bytes: int) -> int:
@@ -127,8 +129,15 @@ def _search(qs, order, limit, max_n, packer, report) -> tuple[QuantizedState, Pa
     return None
 
 
-def fit_to_cap(qs: QuantizedState, model_cfg: dict, qcfg: QuantConfig, path: str | Path, limit: int,
-               hessians: dict[str, Tensor] | None, first: PackResult) -> tuple[PackResult, FitReport]:
+def fit_to_cap(
+    qs: QuantizedState,
+    model_cfg: dict,
+    qcfg: QuantConfig,
+    path: str | Path,
+    limit: int,
+    hessians: dict[str, Tensor] | None,
+    first: PackResult,
+) -> tuple[PackResult, FitReport]:
     """Prune (then drop LQER, then prune again) until the packed artifact is <= limit bytes;
     writes the fitting artifact to `path`. SizeCapError when it cannot fit within
     quant.prune_max_frac of the quantized weights."""
@@ -141,8 +150,10 @@ def fit_to_cap(qs: QuantizedState, model_cfg: dict, qcfg: QuantConfig, path: str
     order = prune_order(qs, hessians)
     report.quantized_weights = sum(int(np.prod(e["shape"])) for e in qs.entries.values() if e.get("kind") == "intq")
     max_n = min(len(order), int(qcfg.prune_max_frac * report.quantized_weights))
-    lqer = sorted((n for n, e in qs.entries.items() if e.get("lqer")),
-                  key=lambda n: -sum(qs.arrays[f"{n}.{p}"].nbytes for p in LQER_PART_NAMES))
+    lqer = sorted(
+        (n for n, e in qs.entries.items() if e.get("lqer")),
+        key=lambda n: -sum(qs.arrays[f"{n}.{p}"].nbytes for p in LQER_PART_NAMES),
+    )
     state = qs
     while True:
         found = _search(state, order, limit, max_n, packer, report) if max_n else None
@@ -161,7 +172,9 @@ def fit_to_cap(qs: QuantizedState, model_cfg: dict, qcfg: QuantConfig, path: str
             return res, report
     best = min(b for _, b in report.trials)
     Path(path).unlink(missing_ok=True)
-    raise SizeCapError(f"cannot fit the cap: the artifact is {first.bytes:,} bytes against a target of {limit:,}; "
-                       f"pruning {100 * qcfg.prune_max_frac:g}% of the quantized weights and dropping every LQER "
-                       f"correction still leaves {best - limit:,} bytes over (quant.prune_max_frac bounds the "
-                       "quality loss); use fewer bits or a smaller model")
+    raise SizeCapError(
+        f"cannot fit the cap: the artifact is {first.bytes:,} bytes against a target of {limit:,}; "
+        f"pruning {100 * qcfg.prune_max_frac:g}% of the quantized weights and dropping every LQER "
+        f"correction still leaves {best - limit:,} bytes over (quant.prune_max_frac bounds the "
+        "quality loss); use fewer bits or a smaller model"
+    )

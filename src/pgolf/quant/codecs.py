@@ -97,7 +97,9 @@ def _bounded(out: bytes, unfinished: bool, raw_len: int | None, codec: str) -> b
     return out
 
 
-def compress_best(data: bytes, codecs: tuple[str, ...] = ("zlib", "zstd", "brotli", "lzma")) -> tuple[str, bytes, dict[str, int]]:
+def compress_best(
+    data: bytes, codecs: tuple[str, ...] = ("zlib", "zstd", "brotli", "lzma")
+) -> tuple[str, bytes, dict[str, int]]:
     """Try each codec; return (name, bytes) of the smallest and every measured size."""
     sizes: dict[str, int] = {}
     best_name, best = "", b""

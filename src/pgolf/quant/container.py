@@ -31,7 +31,13 @@ import numpy as np
 from pgolf.core.constants import SIZE_CAP_BYTES
 from pgolf.core.errors import PgolfError
 from pgolf.quant.codecs import CODEC_NAMES, CodecError, compress, decompress
-from pgolf.quant.transforms import BYTE_TRANSFORMS, TransformError, apply_byte_transform, bitpack_fits, invert_byte_transform
+from pgolf.quant.transforms import (
+    BYTE_TRANSFORMS,
+    TransformError,
+    apply_byte_transform,
+    bitpack_fits,
+    invert_byte_transform,
+)
 
 ARTIFACT_MAGIC = b"PGLF"
 ARTIFACT_VERSION = 2
@@ -72,7 +78,9 @@ class StreamReport:
     trials: dict[str, int] = field(default_factory=dict)  # "transform+codec" -> bytes
 
 
-def encode_stream(raw: bytes, codecs: tuple[str, ...], transforms: tuple[str, ...]) -> tuple[str, str, bytes, bytes, dict[str, int]]:
+def encode_stream(
+    raw: bytes, codecs: tuple[str, ...], transforms: tuple[str, ...]
+) -> tuple[str, str, bytes, bytes, dict[str, int]]:
     """Try every (transform, codec) pair; return (transform, codec, transformed, blob, trials) of
     the smallest (first in candidate order on ties, so the choice is deterministic)."""
     best: tuple | None = None
@@ -102,8 +110,9 @@ def _dtype_name(arr: np.ndarray) -> str:
     return name
 
 
-def encode_artifact_report(arrays: dict[str, np.ndarray], meta: dict[str, Any],
-                           streams: list[Stream]) -> tuple[bytes, list[StreamReport]]:
+def encode_artifact_report(
+    arrays: dict[str, np.ndarray], meta: dict[str, Any], streams: list[Stream]
+) -> tuple[bytes, list[StreamReport]]:
     """Serialise arrays (each assigned to exactly one stream) and metadata; also report what
     each stream chose."""
     assigned = [n for s in streams for n in s.names]
@@ -114,17 +123,31 @@ def encode_artifact_report(arrays: dict[str, np.ndarray], meta: dict[str, Any],
         raw = bytearray()
         for name in stream.names:
             arr = arrays[name]
-            table.append({"name": name, "dtype": _dtype_name(arr), "shape": list(arr.shape),
-                          "stream": si, "offset": len(raw)})
+            table.append(
+                {"name": name, "dtype": _dtype_name(arr), "shape": list(arr.shape), "stream": si, "offset": len(raw)}
+            )
             raw += _as_bytes(arr)
         codecs = AUTO_CODECS if stream.codec == "auto" else (stream.codec,)
         tname, codec, mid, blob, trials = encode_stream(bytes(raw), codecs, tuple(stream.transforms))
         blobs.append(blob)
-        stream_info.append({"label": stream.label, "codec": codec, "transform": tname, "n": len(blob),
-                            "mid": len(mid), "raw": len(raw), "sha256": hashlib.sha256(blob).hexdigest()})
+        stream_info.append(
+            {
+                "label": stream.label,
+                "codec": codec,
+                "transform": tname,
+                "n": len(blob),
+                "mid": len(mid),
+                "raw": len(raw),
+                "sha256": hashlib.sha256(blob).hexdigest(),
+            }
+        )
         reports.append(StreamReport(stream.label, codec, tname, len(raw), len(blob), trials))
-    header = zlib.compress(json.dumps({"meta": meta, "streams": stream_info, "tensors": table},
-                                      separators=(",", ":"), sort_keys=True).encode("utf-8"), 9)
+    header = zlib.compress(
+        json.dumps(
+            {"meta": meta, "streams": stream_info, "tensors": table}, separators=(",", ":"), sort_keys=True
+        ).encode("utf-8"),
+        9,
+    )
     crc = _header_crc(ARTIFACT_MAGIC, ARTIFACT_VERSION, len(header), header)
     prefix = PREFIX.pack(ARTIFACT_MAGIC, ARTIFACT_VERSION, len(header), crc)
     return prefix + header + b"".join(blobs), reports
@@ -172,6 +195,7 @@ def check_header(header: Any, src: str) -> None:
     """The header's schema, with every size and offset bounded, before anything is decoded or
     allocated from it: checksums only prove the bytes are the writer's, not that the writer was
     honest."""
+
     def bad(msg: str) -> None:
         raise ArtifactError(f"{src}: malformed header: {msg}")
 
@@ -228,7 +252,9 @@ def _decode_streams(blob: bytes, info: list[dict], start: int, src: str) -> list
             raise ArtifactError(f"{src}: payload stream {i} sha256 mismatch (file corrupted or tampered)")
         mid_len = int(s.get("mid", s["raw"]))
         try:
-            raw = invert_byte_transform(decompress(part, s["codec"], mid_len), s.get("transform", "none"), int(s["raw"]))
+            raw = invert_byte_transform(
+                decompress(part, s["codec"], mid_len), s.get("transform", "none"), int(s["raw"])
+            )
         except (CodecError, TransformError) as exc:
             raise ArtifactError(f"{src}: payload stream {i}: {exc}") from exc
         if len(raw) != int(s["raw"]):
@@ -253,8 +279,9 @@ def decode_artifact(blob: bytes, src: str = "<artifact>") -> tuple[dict[str, np.
     return arrays, header["meta"]
 
 
-def write_artifact_report(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
-                          streams: list[Stream]) -> tuple[int, list[StreamReport]]:
+def write_artifact_report(
+    path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], streams: list[Stream]
+) -> tuple[int, list[StreamReport]]:
     """Write atomically; returns (file size in bytes, per-stream reports)."""
     path = Path(path)
     blob, reports = encode_artifact_report(arrays, meta, streams)

@@ -24,9 +24,9 @@ updates (7 small ops per column).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -98,8 +98,14 @@ def _head_weight_name(model: nn.Module) -> str:
 
 
 @torch.no_grad()
-def collect_hessians(model: nn.Module, batches: Iterable, time_budget_s: float = 0.0, max_batches: int = 0,
-                     autocast=None, all_reduce: bool = False) -> HessianSet:
+def collect_hessians(
+    model: nn.Module,
+    batches: Iterable,
+    time_budget_s: float = 0.0,
+    max_batches: int = 0,
+    autocast=None,
+    all_reduce: bool = False,
+) -> HessianSet:
     """Run calibration batches (token ids (B, T), or (x, y) pairs) through model.hidden and
     accumulate every linear input's X^T X, plus the head's. Stops after `max_batches` (0 = all)
     or once `time_budget_s` (0 = none) has passed, but always uses at least one batch.
@@ -107,8 +113,10 @@ def collect_hessians(model: nn.Module, batches: Iterable, time_budget_s: float =
     `all_reduce`: sum the Hessians of every rank (each read its own batches) before averaging."""
     t0 = time.perf_counter()
     acc = _XtxSums()
-    hooks = [m.register_forward_hook(lambda mod, inp, out, name=n: acc.add(name, inp[0]))
-             for n, m in linear_weight_names(model).items()]
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out, name=n: acc.add(name, inp[0]))
+        for n, m in linear_weight_names(model).items()
+    ]
     was_training = model.training
     model.eval()
     out = HessianSet()
@@ -120,7 +128,9 @@ def collect_hessians(model: nn.Module, batches: Iterable, time_budget_s: float =
             acc.end_batch()
             out.batches += 1
             out.tokens += int(ids.numel())
-            if (max_batches and out.batches >= max_batches) or (time_budget_s and time.perf_counter() - t0 > time_budget_s):
+            if (max_batches and out.batches >= max_batches) or (
+                time_budget_s and time.perf_counter() - t0 > time_budget_s
+            ):
                 break
     finally:
         for h in hooks:
@@ -133,8 +143,9 @@ def collect_hessians(model: nn.Module, batches: Iterable, time_budget_s: float =
     return out
 
 
-def calibration_batches(train_pattern: str, num_batches: int, seqs: int, seq_len: int, device=None,
-                        rank: int = 0, world_size: int = 1):
+def calibration_batches(
+    train_pattern: str, num_batches: int, seqs: int, seq_len: int, device=None, rank: int = 0, world_size: int = 1
+):
     """Calibration token batches (seqs, seq_len) from the start of the TRAINING stream (the same
     shards training read; never validation). Batch i of the num_batches goes to rank
     i % world_size, so the ranks read different batches and together the same ones as one
@@ -178,8 +189,9 @@ def _gptq_block(wt: Tensor, q: Tensor, u: Tensor, s: Tensor, r: int, i1: int, i2
         wt[i2:].addmm_(u[i1:i2, i2:].T, err, alpha=-1)
 
 
-def gptq_codes(w: Tensor, h: Tensor, scale: Tensor, bits: int, block_size: int = 128,
-               damp: float = 0.01, act_order: bool = True) -> Tensor:
+def gptq_codes(
+    w: Tensor, h: Tensor, scale: Tensor, bits: int, block_size: int = 128, damp: float = 0.01, act_order: bool = True
+) -> Tensor:
     """int8 codes in [-R, R] of a 2-D weight (out x in) for fixed fp16 row scales, chosen by GPTQ
     against the input Hessian h (in x in). Runs on h's device (the GPU after a GPU calibration);
     the codes come back on w's device."""

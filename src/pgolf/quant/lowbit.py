@@ -73,8 +73,9 @@ def row_clip(w: Tensor, bits: int, rule: str, k: float = 12.0, percentile: float
     raise ValueError(f"clip rule {rule!r}: expected one of {', '.join(CLIP_RULES)}")
 
 
-def quantize_rows(w: Tensor, bits: int, rule: str = "sdclip", k: float = 12.0,
-                  percentile: float = DEFAULT_PERCENTILE) -> tuple[Tensor, Tensor]:
+def quantize_rows(
+    w: Tensor, bits: int, rule: str = "sdclip", k: float = 12.0, percentile: float = DEFAULT_PERCENTILE
+) -> tuple[Tensor, Tensor]:
     """Per-row symmetric intN of a 2-D tensor: (int8 codes in [-R, R], fp16 scales)."""
     if w.ndim != 2:
         raise ValueError(f"quantize_rows needs a 2-D tensor, got shape {tuple(w.shape)}")

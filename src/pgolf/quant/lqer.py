@@ -64,8 +64,9 @@ def weighted_error(err: Tensor, h_diag: Tensor | None) -> float:
     return float((e2 * h_diag.double().to(e2.device)[None, :]).sum() if h_diag is not None else e2.sum())
 
 
-def lqer_candidate(w: Tensor, w_hat: Tensor, rank: int, h_diag: Tensor | None = None,
-                   bits: int = LQER_FACTOR_BITS) -> tuple[float, dict[str, Tensor]]:
+def lqer_candidate(
+    w: Tensor, w_hat: Tensor, rank: int, h_diag: Tensor | None = None, bits: int = LQER_FACTOR_BITS
+) -> tuple[float, dict[str, Tensor]]:
     """(error reduction, quantized factor parts) of correcting w_hat towards w at `rank`."""
     err = w.float() - w_hat.float()
     parts = quantize_factors(*lqer_factors(err, rank, h_diag), bits)

@@ -82,9 +82,13 @@ def _quantize_matrix(t: Tensor, qcfg: QuantConfig, bits: int, k: float, h: Tenso
     return codes, scale
 
 
-def quantize_mixed_arrays(state: dict[str, Tensor], groups: dict[str, str], qcfg: QuantConfig,
-                          hessians: dict[str, Tensor] | None = None,
-                          deadline: float | None = None) -> tuple[dict, dict, dict[str, Any]]:
+def quantize_mixed_arrays(
+    state: dict[str, Tensor],
+    groups: dict[str, str],
+    qcfg: QuantConfig,
+    hessians: dict[str, Tensor] | None = None,
+    deadline: float | None = None,
+) -> tuple[dict, dict, dict[str, Any]]:
     """(arrays, entries, info) of the mixed scheme (see module docstring); `groups` maps every
     tensor name to its quantization group."""
     arrays: dict[str, np.ndarray] = {}
@@ -107,16 +111,22 @@ def quantize_mixed_arrays(state: dict[str, Tensor], groups: dict[str, str], qcfg
         if h is not None:
             info["gptq"].append(name)
         arrays[name + ".q"], arrays[name + ".s"] = _to_np(codes), _to_np(scale)
-        entries[name] = {"kind": "intq", "dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
-                         "bits": bits, "group": group}
+        entries[name] = {
+            "kind": "intq",
+            "dtype": str(t.dtype).removeprefix("torch."),
+            "shape": list(t.shape),
+            "bits": bits,
+            "group": group,
+        }
     if qcfg.lqer_rank > 0 and qcfg.lqer_top_k > 0:
         info["lqer"] = add_lqer(state, arrays, entries, qcfg, hessians)
     info["seconds"] = time.perf_counter() - t0
     return arrays, entries, info
 
 
-def add_lqer(state: dict[str, Tensor], arrays: dict, entries: dict, qcfg: QuantConfig,
-             hessians: dict[str, Tensor] | None) -> list[str]:
+def add_lqer(
+    state: dict[str, Tensor], arrays: dict, entries: dict, qcfg: QuantConfig, hessians: dict[str, Tensor] | None
+) -> list[str]:
     """Give the lqer_top_k intq tensors with the largest (activation-weighted) error reduction per
     stored factor code, (out + in) * rank, a rank-lqer_rank correction; returns their names."""
     gains = []

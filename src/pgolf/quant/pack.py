@@ -31,10 +31,24 @@ from torch import Tensor
 from pgolf.core.config import QuantConfig
 from pgolf.core.errors import PgolfError
 from pgolf.quant.codecs import compress
-from pgolf.quant.container import AUTO_CODECS, ArtifactError, Stream, StreamReport, encode_stream, read_artifact, write_artifact_report
+from pgolf.quant.container import (
+    AUTO_CODECS,
+    ArtifactError,
+    Stream,
+    StreamReport,
+    encode_stream,
+    read_artifact,
+    write_artifact_report,
+)
 from pgolf.quant.schemes import QuantizedState, dequantize
-from pgolf.quant.transforms import (apply_byte_transform, apply_layout, bitpack_fits, greedy_row_order, invert_layout,
-                                    invert_row_order)
+from pgolf.quant.transforms import (
+    apply_byte_transform,
+    apply_layout,
+    bitpack_fits,
+    greedy_row_order,
+    invert_layout,
+    invert_row_order,
+)
 
 ARTIFACT_QUANT_FORMAT = "pgolf-quant-v1"
 CODE_GROUPS = ("embed", "attn", "mlp")  # one code stream each, in this order
@@ -119,8 +133,9 @@ def mixed_streams(qs: QuantizedState, qcfg: QuantConfig) -> tuple[dict, dict, li
         for n in names:
             arrays[n + ".q"] = apply_layout(arrays[n + ".q"], layout)
             entries[n]["layout"] = layout
-        streams.append(Stream(qcfg.compressor, [n + ".q" for n in names], _code_transforms(qcfg, entries, names),
-                              f"q.{group}"))
+        streams.append(
+            Stream(qcfg.compressor, [n + ".q" for n in names], _code_transforms(qcfg, entries, names), f"q.{group}")
+        )
         taken.update(n + ".q" for n in names)
     rest = sorted(n for n in arrays if n not in taken)
     half = [n for n in rest if arrays[n].dtype == np.float16]
@@ -148,8 +163,9 @@ def _codec_totals(size: int, reports: list[StreamReport]) -> dict[str, int]:
 
 def stream_bytes(arrays: dict[str, np.ndarray], names: list[str]) -> bytes:
     """A stream's raw bytes, laid out as the container stores them (C order, little-endian)."""
-    return b"".join(np.ascontiguousarray(arrays[n]).astype(arrays[n].dtype.newbyteorder("<"), copy=False).tobytes()
-                    for n in names)
+    return b"".join(
+        np.ascontiguousarray(arrays[n]).astype(arrays[n].dtype.newbyteorder("<"), copy=False).tobytes() for n in names
+    )
 
 
 def probe_sample(raw: bytes, size: int, chunks: int = CODEC_PROBE_CHUNKS) -> bytes:
@@ -195,8 +211,9 @@ def pick_codec(probes: list[CodecProbe], budget_s: float) -> CodecProbe:
     return min(fits, key=lambda p: p.predicted_bytes)
 
 
-def sample_auto_streams(arrays: dict[str, np.ndarray], streams: list[Stream], qcfg: QuantConfig
-                        ) -> tuple[list[Stream], dict[str, dict[str, int]]]:
+def sample_auto_streams(
+    arrays: dict[str, np.ndarray], streams: list[Stream], qcfg: QuantConfig
+) -> tuple[list[Stream], dict[str, dict[str, int]]]:
     """Fix the codec (and transform) of every `auto` stream longer than quant.codec_probe_bytes
     from a sample; returns the streams and, per sampled stream, the predicted bytes per candidate."""
     limit = qcfg.codec_probe_bytes
@@ -222,12 +239,15 @@ def check_cap(path: Path, artifact_bytes: int, code_bytes: int, cap: int) -> Non
         return
     kept = path.with_name(path.name + ".over_cap")
     path.replace(kept)
-    raise SizeCapError(f"artifact {artifact_bytes:,} + code {code_bytes:,} = {total:,} bytes is {total - cap:,} bytes "
-                       f"over the cap of {cap:,}; not written as a submission (kept as {kept})")
+    raise SizeCapError(
+        f"artifact {artifact_bytes:,} + code {code_bytes:,} = {total:,} bytes is {total - cap:,} bytes "
+        f"over the cap of {cap:,}; not written as a submission (kept as {kept})"
+    )
 
 
-def pack(qs: QuantizedState, model_cfg: dict, qcfg: QuantConfig, path: str | Path,
-         code_bytes: int | None = None) -> PackResult:
+def pack(
+    qs: QuantizedState, model_cfg: dict, qcfg: QuantConfig, path: str | Path, code_bytes: int | None = None
+) -> PackResult:
     """Write a QuantizedState + model config as one artifact; `auto` picks the smallest codec
     (and, for the mixed scheme, transform and layout) per stream by measuring all (on a sample
     for streams over quant.codec_probe_bytes). With
@@ -248,8 +268,16 @@ def pack(qs: QuantizedState, model_cfg: dict, qcfg: QuantConfig, path: str | Pat
         r.trials = {**predicted.get(r.label, {}), **r.trials}
     codecs = sorted({r.codec for r in reports if r.raw})
     sizes = _codec_totals(size, reports) or {"+".join(codecs): size}
-    return PackResult(Path(path), size, "+".join(codecs) or qcfg.compressor, sizes, qs.payload_bytes(), reports,
-                      time.perf_counter() - t0, sorted(predicted))
+    return PackResult(
+        Path(path),
+        size,
+        "+".join(codecs) or qcfg.compressor,
+        sizes,
+        qs.payload_bytes(),
+        reports,
+        time.perf_counter() - t0,
+        sorted(predicted),
+    )
 
 
 def restore_layouts(arrays: dict[str, np.ndarray], entries: dict[str, dict]) -> dict[str, np.ndarray]:
@@ -317,5 +345,3 @@ def entry_problem(name: str, e: Any, arrays: dict[str, np.ndarray]) -> str:
         if any(_shape_of(arrays, name + k) != v for k, v in want.items()):
             return "LQER factors do not match its shape"
     return ""
-
-

@@ -192,11 +192,16 @@ def _width(entry: dict, stored_dtype: str) -> str:
 
 def _rows_from(params: dict[str, int], nbytes: dict[str, float], widths: dict[str, set]) -> list[GroupRow]:
     order = list(QUANT_GROUPS) + sorted(set(params) - set(QUANT_GROUPS))
-    return [GroupRow(g, params.get(g, 0), "+".join(sorted(widths.get(g, set()))) or "-", nbytes.get(g, 0.0))
-            for g in order if params.get(g, 0) or nbytes.get(g, 0.0)]
+    return [
+        GroupRow(g, params.get(g, 0), "+".join(sorted(widths.get(g, set()))) or "-", nbytes.get(g, 0.0))
+        for g in order
+        if params.get(g, 0) or nbytes.get(g, 0.0)
+    ]
 
 
-def measure_table(path: str | Path, groups: dict[str, str], code_bytes: int = 0, cap: int = SIZE_CAP_BYTES) -> SizeTable:
+def measure_table(
+    path: str | Path, groups: dict[str, str], code_bytes: int = 0, cap: int = SIZE_CAP_BYTES
+) -> SizeTable:
     """Exact bytes per group of an artifact: each stream's compressed bytes are shared among its
     tensors in proportion to their raw bytes (exact for the per-group code streams). Quantized
     entries carry their group; `groups` (name -> group, from the model the artifact's config
@@ -303,15 +308,20 @@ def _group_width(qcfg: QuantConfig, group: str) -> str:
     return "fp16" if bits >= FP16_BITS else f"int{bits}"
 
 
-def predict_table(model_cfg: ModelConfig, layout: Layout, qcfg: QuantConfig, code_bytes: int = 0,
-                  betas: dict[str, float] | None = None) -> SizeTable:
+def predict_table(
+    model_cfg: ModelConfig,
+    layout: Layout,
+    qcfg: QuantConfig,
+    code_bytes: int = 0,
+    betas: dict[str, float] | None = None,
+) -> SizeTable:
     """Predicted artifact size of a model (its config and parameter layout), by group, before
     training (see module docstring); `betas` (group -> shape, from `weight_betas`) replace
     GENNORM_BETA."""
     params: dict[str, int] = {}
     nbytes: dict[str, float] = {}
     widths: dict[str, set] = {}
-    for name, (shape, g) in layout.items():
+    for shape, g in layout.values():
         params[g] = params.get(g, 0) + int(np.prod(shape, dtype=np.int64))
         if qcfg.scheme == "int8":
             nbytes[g] = nbytes.get(g, 0.0) + _int8_tensor_bytes(g, shape, qcfg)
@@ -387,13 +397,16 @@ def weight_betas(state: dict, groups: dict[str, str], qcfg: QuantConfig) -> dict
     return betas
 
 
-def predict_from_weights(model_cfg: ModelConfig, layout: Layout, qcfg: QuantConfig, state: dict,
-                         groups: dict[str, str], code_bytes: int = 0) -> SizeTable:
+def predict_from_weights(
+    model_cfg: ModelConfig, layout: Layout, qcfg: QuantConfig, state: dict, groups: dict[str, str], code_bytes: int = 0
+) -> SizeTable:
     """The planner's table with every group's shape measured on these weights (`weight_betas`)."""
     return predict_table(model_cfg, layout, qcfg, code_bytes, weight_betas(state, groups, qcfg))
 
 
-def predict_range(model_cfg: ModelConfig, layout: Layout, qcfg: QuantConfig, point: int | None = None) -> tuple[int, int]:
+def predict_range(
+    model_cfg: ModelConfig, layout: Layout, qcfg: QuantConfig, point: int | None = None
+) -> tuple[int, int]:
     """(low, high) artifact bytes before training: low with the heaviest shape seen on trained
     weights (RECORD_BETA in every group), high the point estimate (the Gaussian, the most code
     entropy; pass `point` when it is already computed) plus PLAN_HIGH_MARGIN. The int8 scheme has
@@ -412,14 +425,18 @@ def format_table(t: SizeTable) -> str:
     lines = [f"{'group':<9}{'params':>12}  {'width':<14}{'bytes':>12}{'bits/param':>12}{'share':>8}"]
     for r in t.rows:
         share = r.bytes / t.total if t.total else 0.0
-        lines.append(f"{r.group:<9}{r.params:>12,}  {r.width:<14}{r.bytes:>12,.0f}{r.bits_per_param:>12.3f}{share:>8.1%}")
+        lines.append(
+            f"{r.group:<9}{r.params:>12,}  {r.width:<14}{r.bytes:>12,.0f}{r.bits_per_param:>12.3f}{share:>8.1%}"
+        )
     for label, n in (("header", t.header_bytes), ("code", t.code_bytes)):
         lines.append(f"{label:<9}{'':>12}  {'':<14}{n:>12,}{'':>12}{(n / t.total if t.total else 0):>8.1%}")
     bpp = 8.0 * t.artifact_bytes / t.params if t.params else 0.0
     lines.append(f"{'total':<9}{t.params:>12,}  {'':<14}{t.total:>12,}{bpp:>12.3f}")
     verdict = "fits" if t.total <= t.cap else f"OVER by {t.total - t.cap:,} bytes"
-    lines.append(f"{what}_artifact_bytes:{t.artifact_bytes} code_bytes:{t.code_bytes} total_bytes:{t.total} "
-                 f"size_cap_bytes:{t.cap} headroom_bytes:{t.cap - t.total} bits_per_param:{bpp:.4f} ({verdict})")
+    lines.append(
+        f"{what}_artifact_bytes:{t.artifact_bytes} code_bytes:{t.code_bytes} total_bytes:{t.total} "
+        f"size_cap_bytes:{t.cap} headroom_bytes:{t.cap - t.total} bits_per_param:{bpp:.4f} ({verdict})"
+    )
     return "\n".join(lines)
 
 

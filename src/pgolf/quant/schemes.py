@@ -49,8 +49,10 @@ def check_groups(state: dict[str, Tensor], groups: dict[str, str]) -> None:
     """Every tensor must have a quantization group (no name-based default)."""
     missing = [n for n in state if n not in groups]
     if missing:
-        raise KeyError(f"no quantization group for {len(missing)} tensor(s), e.g. {missing[0]!r}; "
-                       "pass the model's groups (pgolf.core.roles.quant_groups)")
+        raise KeyError(
+            f"no quantization group for {len(missing)} tensor(s), e.g. {missing[0]!r}; "
+            "pass the model's groups (pgolf.core.roles.quant_groups)"
+        )
 
 
 def quantize_int8_rows(t: Tensor) -> tuple[Tensor, Tensor]:
@@ -118,8 +120,13 @@ def dequantize(qs: QuantizedState) -> dict[str, Tensor]:
     return out
 
 
-def quantize_mixed(state: dict[str, Tensor], groups: dict[str, str], qcfg: QuantConfig,
-                   hessians: dict[str, Tensor] | None = None, deadline: float | None = None) -> QuantizedState:
+def quantize_mixed(
+    state: dict[str, Tensor],
+    groups: dict[str, str],
+    qcfg: QuantConfig,
+    hessians: dict[str, Tensor] | None = None,
+    deadline: float | None = None,
+) -> QuantizedState:
     """Per-group intN (+ GPTQ with Hessians, + LQER): see pgolf.quant.mixed."""
     check_groups(state, groups)
     arrays, entries, info = quantize_mixed_arrays(state, groups, qcfg, hessians, deadline)
@@ -129,8 +136,13 @@ def quantize_mixed(state: dict[str, Tensor], groups: dict[str, str], qcfg: Quant
 QUANT_SCHEMES = ("int8", "mixed")
 
 
-def quantize(state: dict[str, Tensor], groups: dict[str, str], qcfg: QuantConfig,
-             hessians: dict[str, Tensor] | None = None, deadline: float | None = None) -> QuantizedState:
+def quantize(
+    state: dict[str, Tensor],
+    groups: dict[str, str],
+    qcfg: QuantConfig,
+    hessians: dict[str, Tensor] | None = None,
+    deadline: float | None = None,
+) -> QuantizedState:
     """Apply the configured scheme. `groups`: tensor name -> quantization group. `hessians` (name
     -> H, from pgolf.quant.gptq.collect_hessians) turn on GPTQ when quant.gptq is set; without them
     the mixed scheme rounds to nearest. `deadline` (a time.perf_counter() value) bounds GPTQ time:
@@ -140,5 +152,3 @@ def quantize(state: dict[str, Tensor], groups: dict[str, str], qcfg: QuantConfig
     if qcfg.scheme == "mixed":
         return quantize_mixed(state, groups, qcfg, hessians, deadline)
     raise ConfigError(f"quant.scheme={qcfg.scheme!r}: expected one of {', '.join(QUANT_SCHEMES)}")
-
-

@@ -20,8 +20,17 @@ import numpy as np
 from pgolf.core.errors import PgolfError
 from pgolf.quant.lowbit import pack_bits, qmax, unpack_bits
 
-BYTE_TRANSFORMS = ("none", "shuffle2", "shuffle4", "bitpack2", "bitpack3", "bitpack4", "bitpack5",
-                   "bitpack6", "bitpack7")
+BYTE_TRANSFORMS = (
+    "none",
+    "shuffle2",
+    "shuffle4",
+    "bitpack2",
+    "bitpack3",
+    "bitpack4",
+    "bitpack5",
+    "bitpack6",
+    "bitpack7",
+)
 LAYOUTS = ("rows", "cols")
 REORDER_MAX_ROWS = 8192  # the greedy chain is O(rows^2 * cols); larger matrices keep their order
 
@@ -114,7 +123,9 @@ def greedy_row_order(q: np.ndarray) -> np.ndarray:
 
 def invert_row_order(stored: np.ndarray, order: np.ndarray) -> np.ndarray:
     """Rows of `stored` are original rows order[0], order[1], ...: put them back."""
-    if order.shape != (stored.shape[0],) or not np.array_equal(np.sort(order.astype(np.int64)), np.arange(stored.shape[0])):
+    if order.shape != (stored.shape[0],) or not np.array_equal(
+        np.sort(order.astype(np.int64)), np.arange(stored.shape[0])
+    ):
         raise TransformError("stored row order is not a permutation of the rows")
     out = np.empty_like(stored)
     out[order.astype(np.int64)] = stored

@@ -30,8 +30,10 @@ from pgolf.eval.legality import BOS, CHECK_VOCAB, CheckCase, CheckResult, check_
 from pgolf.model.gpt import GPT
 
 WINDOW = 16  # validation n-gram length that counts as a leak
-WORDS = ("golf bytes model tokens score rule cap run fast slow text data check legal time one two three "
-         "four five six seven eight nine ten eleven twelve").split()
+WORDS = (
+    "golf bytes model tokens score rule cap run fast slow text data check legal time one two three "
+    "four five six seven eight nine ten eleven twelve"
+).split()
 
 
 def small_model_config(m: ModelConfig) -> ModelConfig:
@@ -134,6 +136,7 @@ def instrumented(log: ForwardLog):
                 return fn(*a, **k)
             finally:
                 log.in_eval -= 1
+
         return wrapped
 
     patched = [(trainer, "build_model", build)]
@@ -177,8 +180,8 @@ def isolation_config(cfg: RunConfig, data: Path, tok: Path, out: Path) -> RunCon
 
 def check_isolation(cfg: RunConfig) -> CheckResult:
     """Train the recipe briefly and prove no forward pass outside the scorer saw validation data."""
-    from pgolf.data.source import load_val_data, resolve_data
     from pgolf.core.runlog import RunLog
+    from pgolf.data.source import load_val_data, resolve_data
     from pgolf.submit.finalize import finalize
     from pgolf.train.trainer import run_training
 
@@ -192,9 +195,12 @@ def check_isolation(cfg: RunConfig) -> CheckResult:
             finalize(s, st, code_bytes=0)
         leaks = log.leaks(windows)
     n = sum(b.shape[0] for b in log.batches)
-    return CheckResult("V  validation isolation", leaks == 0 and n > 0,
-                       f"{len(log.batches)} forward batches outside the scorer ({n} rows: warm-up, training, "
-                       f"GPTQ calibration); rows holding a {WINDOW}-token validation window: {leaks}")
+    return CheckResult(
+        "V  validation isolation",
+        leaks == 0 and n > 0,
+        f"{len(log.batches)} forward batches outside the scorer ({n} rows: warm-up, training, "
+        f"GPTQ calibration); rows holding a {WINDOW}-token validation window: {leaks}",
+    )
 
 
 def run_all(cfg: RunConfig, isolation: bool = True, echo=print) -> list[CheckResult]:

@@ -130,7 +130,9 @@ def _add_spec(sample: Sample, spec: str) -> None:
             raise UsageError(f"{spec}: train log without a final_*_exact score (run not finished?)")
         sample.add(log.seed, *log.final())
     else:
-        raise MissingInputError(f"{spec}: not a run folder, summary.json, submission.json, train log or leaderboard:NAME")
+        raise MissingInputError(
+            f"{spec}: not a run folder, summary.json, submission.json, train log or leaderboard:NAME"
+        )
 
 
 def load_side(text: str) -> Sample:
@@ -163,8 +165,21 @@ def one_sided_test(a: list[float], b: list[float], metric: str, margin: float = 
     xa, xb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     na, nb = len(xa), len(xb)
     diff = float(xa.mean() - xb.mean())
-    res = TestResult(metric, na, nb, float(xa.mean()), float(xb.mean()), diff, None, None, None, None, None,
-                     "none (one value per side)", margin)
+    res = TestResult(
+        metric,
+        na,
+        nb,
+        float(xa.mean()),
+        float(xb.mean()),
+        diff,
+        None,
+        None,
+        None,
+        None,
+        None,
+        "none (one value per side)",
+        margin,
+    )
     if na >= 2 and nb >= 2:
         va, vb = xa.var(ddof=1) / na, xb.var(ddof=1) / nb
         se = math.sqrt(va + vb)
@@ -206,16 +221,20 @@ def readme_rule(loss_margin_test: TestResult) -> Verdict:
     if t.p is None:
         return Verdict("readme_rule", None, f"untestable (one value per side) improvement_nats:{improvement:.5f}")
     ok = t.p < README_P and improvement >= README_MARGIN_NATS
-    return Verdict("readme_rule", ok, f"improvement_nats:{improvement:.5f} (needs >= {README_MARGIN_NATS}) "
-                                      f"p_margin:{t.p:.4g} (needs < {README_P})")
+    return Verdict(
+        "readme_rule",
+        ok,
+        f"improvement_nats:{improvement:.5f} (needs >= {README_MARGIN_NATS}) p_margin:{t.p:.4g} (needs < {README_P})",
+    )
 
 
 def progression_rule(bpb_test: TestResult) -> Verdict:
     """The maintainers' chronological rule: better than the previous row at p < 0.25 (val_bpb)."""
     if bpb_test.p is None:
         return Verdict("progression_rule", None, "untestable (one value per side)")
-    return Verdict("progression_rule", bpb_test.p < PROGRESSION_P,
-                   f"p:{bpb_test.p:.4g} on val_bpb (needs < {PROGRESSION_P})")
+    return Verdict(
+        "progression_rule", bpb_test.p < PROGRESSION_P, f"p:{bpb_test.p:.4g} on val_bpb (needs < {PROGRESSION_P})"
+    )
 
 
 @dataclass
@@ -238,8 +257,10 @@ def compare_samples(a: Sample, b: Sample) -> Comparison:
     warnings = list(a.notes + b.notes)
     ra, rb = a.loss_per_bpb(), b.loss_per_bpb()
     if abs(ra - rb) > 1e-4 * rb:
-        warnings.append(f"A and B were scored on different tokens (val_loss/val_bpb {ra:.4f} vs {rb:.4f}: another "
-                        "tokenizer or validation set): nats are not comparable, read val_bpb")
+        warnings.append(
+            f"A and B were scored on different tokens (val_loss/val_bpb {ra:.4f} vs {rb:.4f}: another "
+            "tokenizer or validation set): nats are not comparable, read val_bpb"
+        )
     return Comparison(a, b, loss, bpb, margin, readme_rule(margin), progression_rule(bpb), warnings)
 
 
@@ -249,20 +270,27 @@ def _num(x: float | None, fmt: str) -> str:
 
 def format_comparison(c: Comparison) -> str:
     """A table of both tests, the verdicts, and one golf-style summary line."""
-    lines = [f"A: {c.a.label} (n={len(c.a.val_loss)})", f"B: {c.b.label} (n={len(c.b.val_loss)})",
-             f"{'metric':<9}{'mean A':>12}{'mean B':>12}{'A - B':>12}  {'95% CI of A - B':<26}{'t':>9}{'dof':>7}"
-             f"{'p(A<B)':>11}  test"]
+    lines = [
+        f"A: {c.a.label} (n={len(c.a.val_loss)})",
+        f"B: {c.b.label} (n={len(c.b.val_loss)})",
+        f"{'metric':<9}{'mean A':>12}{'mean B':>12}{'A - B':>12}  {'95% CI of A - B':<26}{'t':>9}{'dof':>7}"
+        f"{'p(A<B)':>11}  test",
+    ]
     for t in (c.loss, c.bpb):
         ci = f"[{_num(t.ci_low, '+.5f')}, {_num(t.ci_high, '+.5f')}]" if t.ci_low is not None else "-"
-        lines.append(f"{t.metric:<9}{t.mean_a:>12.6f}{t.mean_b:>12.6f}{t.diff:>+12.6f}  {ci:<26}"
-                     f"{_num(t.t, '.3f'):>9}{_num(t.dof, '.2f'):>7}{_num(t.p, '.4g'):>11}  {t.method}")
+        lines.append(
+            f"{t.metric:<9}{t.mean_a:>12.6f}{t.mean_b:>12.6f}{t.diff:>+12.6f}  {ci:<26}"
+            f"{_num(t.t, '.3f'):>9}{_num(t.dof, '.2f'):>7}{_num(t.p, '.4g'):>11}  {t.method}"
+        )
     for v in (c.readme, c.progression):
         state = "n/a" if v.passed is None else ("PASS" if v.passed else "FAIL")
         lines.append(f"{v.rule}: {state} {v.text}")
     lines += [f"warning: {w}" for w in c.warnings]
-    lines.append(f"compare val_loss_diff:{c.loss.diff:+.6f} val_loss_p:{_num(c.loss.p, '.6g')} "
-                 f"val_bpb_diff:{c.bpb.diff:+.6f} val_bpb_p:{_num(c.bpb.p, '.6g')} "
-                 f"readme_rule:{_state(c.readme)} progression_rule:{_state(c.progression)}")
+    lines.append(
+        f"compare val_loss_diff:{c.loss.diff:+.6f} val_loss_p:{_num(c.loss.p, '.6g')} "
+        f"val_bpb_diff:{c.bpb.diff:+.6f} val_bpb_p:{_num(c.bpb.p, '.6g')} "
+        f"readme_rule:{_state(c.readme)} progression_rule:{_state(c.progression)}"
+    )
     return "\n".join(lines)
 
 

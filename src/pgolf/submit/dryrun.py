@@ -53,12 +53,21 @@ def memory_line(cfg: RunConfig) -> str:
     accum = t.grad_accum_steps or 8 // DRY_RUN_WORLD
     seqs = max(t.train_batch_tokens // (DRY_RUN_WORLD * accum * t.train_seq_len), 1)
     compiled = cfg.compile != "off"
-    est = estimate_train_memory(cfg.model, seqs, t.train_seq_len, world_size=DRY_RUN_WORLD,
-                                ema=t.ema_decay > 0, recur_active=bool(cfg.model.recur_layers), compiled=compiled)
+    est = estimate_train_memory(
+        cfg.model,
+        seqs,
+        t.train_seq_len,
+        world_size=DRY_RUN_WORLD,
+        ema=t.ema_decay > 0,
+        recur_active=bool(cfg.model.recur_layers),
+        compiled=compiled,
+    )
     gib = lambda b: f"{b / GIB:.2f}"  # noqa: E731
-    return (f"memory_per_gpu_gib:{est.total_gib:.2f} micro_batch:{seqs}x{t.train_seq_len} "
-            f"mode:{'compiled' if compiled else 'eager'} params:{gib(est.params)} optimizer:{gib(est.optimizer)} "
-            f"ema:{gib(est.ema)} ddp_buckets:{gib(est.ddp)} fwd_bwd_peak:{gib(est.fwd_bwd)}")
+    return (
+        f"memory_per_gpu_gib:{est.total_gib:.2f} micro_batch:{seqs}x{t.train_seq_len} "
+        f"mode:{'compiled' if compiled else 'eager'} params:{gib(est.params)} optimizer:{gib(est.optimizer)} "
+        f"ema:{gib(est.ema)} ddp_buckets:{gib(est.ddp)} fwd_bwd_peak:{gib(est.fwd_bwd)}"
+    )
 
 
 CLIP_STEP = 0.5  # SDClip k step of the lever report
@@ -111,10 +120,14 @@ def cap_fit_plan(pred: int, code: int, groups: dict[str, int], q, high: int) -> 
     if q.scheme != "mixed":
         return f"cap_fit:unavailable ({q.scheme} scheme) over_by:{pred - limit}: the run would be refused at the end"
     quantized = sum(v for k, v in groups.items() if k != "control")
-    share = {name: max(b - limit, 0) * 8 / BITS_PER_PRUNED_CODE / max(quantized, 1) for name, b in
-             (("point", pred), ("high", high))}
+    share = {
+        name: max(b - limit, 0) * 8 / BITS_PER_PRUNED_CODE / max(quantized, 1)
+        for name, b in (("point", pred), ("high", high))
+    }
     fits = max(share.values()) <= q.prune_max_frac
-    return (f"cap_fit:planned remove:{max(pred - limit, 0)} bytes by pruning up to {q.prune_max_frac:g} of {quantized} "
-            f"quantized weights' +-1 codes, then LQER; expected pruned:{share['point']:.2%} (range high end "
-            f"{share['high']:.2%}) at {BITS_PER_PRUNED_CODE:.2f} bits per pruned code measured on the proxy "
-            f"fits_after_cap_fit:{fits} (measured at the end; refused in one line if it cannot fit)")
+    return (
+        f"cap_fit:planned remove:{max(pred - limit, 0)} bytes by pruning up to {q.prune_max_frac:g} of {quantized} "
+        f"quantized weights' +-1 codes, then LQER; expected pruned:{share['point']:.2%} (range high end "
+        f"{share['high']:.2%}) at {BITS_PER_PRUNED_CODE:.2f} bits per pruned code measured on the proxy "
+        f"fits_after_cap_fit:{fits} (measured at the end; refused in one line if it cannot fit)"
+    )

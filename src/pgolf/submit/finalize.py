@@ -27,8 +27,8 @@ from pgolf.core.runtime import barrier, sync_device
 from pgolf.eval.docplan import EvalBudgetError
 from pgolf.eval.docscore import eval_kind, evaluate_documents, time_split, uses_documents
 from pgolf.eval.scoring import Score, evaluate
-from pgolf.quant.gptq import calibration_batches, collect_hessians
 from pgolf.quant.capfit import cap_target_bytes, fit_to_cap
+from pgolf.quant.gptq import calibration_batches, collect_hessians
 from pgolf.quant.lowbit import dequantize_rows
 from pgolf.quant.lqer import lqer_correction, weighted_error
 from pgolf.quant.mixed import LQER_PART_NAMES, treatment
@@ -76,11 +76,24 @@ def score_model(s: Session, stride: int) -> tuple[Score, float]:
     sync_device(s.rt)
     t0 = time.perf_counter()
     window = s.cfg.train.train_seq_len if stride == 0 else eval_window(s)
-    batch = s.cfg.eval.batch_seqs if stride else max(
-        s.cfg.eval.val_batch_size // (s.rt.world_size * s.grad_accum * window), 1)
-    score = evaluate(s.base, s.val.tokens, s.val.tables, window=window, stride=stride, batch_seqs=batch,
-                     rank=s.rt.rank, world_size=s.rt.world_size, device=s.rt.device, autocast=s.autocast,
-                     progress=s.rt.master)
+    batch = (
+        s.cfg.eval.batch_seqs
+        if stride
+        else max(s.cfg.eval.val_batch_size // (s.rt.world_size * s.grad_accum * window), 1)
+    )
+    score = evaluate(
+        s.base,
+        s.val.tokens,
+        s.val.tables,
+        window=window,
+        stride=stride,
+        batch_seqs=batch,
+        rank=s.rt.rank,
+        world_size=s.rt.world_size,
+        device=s.rt.device,
+        autocast=s.autocast,
+        progress=s.rt.master,
+    )
     sync_device(s.rt)
     return score, time.perf_counter() - t0
 
@@ -109,12 +122,16 @@ def calibrate(s: Session) -> tuple[dict | None, float | None]:
         return None, None
     deadline = time.perf_counter() + q.gptq_time_budget_s if q.gptq_time_budget_s > 0 else None
     seqs = max(t.train_batch_tokens // (s.rt.world_size * s.grad_accum * t.train_seq_len), 1)
-    batches = calibration_batches(s.train_pattern, q.gptq_calib_batches, seqs, t.train_seq_len, s.rt.device,
-                                  s.rt.rank, s.rt.world_size)
-    hs = collect_hessians(s.base, batches, time_budget_s=0.5 * q.gptq_time_budget_s, autocast=s.autocast,
-                          all_reduce=s.rt.distributed)
-    s.log(f"gptq_calibration batches:{hs.batches} tokens:{hs.tokens} ranks:{s.rt.world_size} "
-          f"time:{1000 * hs.seconds:.0f}ms")
+    batches = calibration_batches(
+        s.train_pattern, q.gptq_calib_batches, seqs, t.train_seq_len, s.rt.device, s.rt.rank, s.rt.world_size
+    )
+    hs = collect_hessians(
+        s.base, batches, time_budget_s=0.5 * q.gptq_time_budget_s, autocast=s.autocast, all_reduce=s.rt.distributed
+    )
+    s.log(
+        f"gptq_calibration batches:{hs.batches} tokens:{hs.tokens} ranks:{s.rt.world_size} "
+        f"time:{1000 * hs.seconds:.0f}ms"
+    )
     return hs.h, deadline
 
 
@@ -127,8 +144,11 @@ def gptq_cost(shape: tuple[int, ...]) -> int:
 def rank_shares(state: dict[str, Tensor], groups: dict[str, str], q: QuantConfig, world: int) -> list[list[str]]:
     """Tensor names each rank quantizes: the GPTQ matrices dealt largest first to the least
     loaded rank; every other tensor (cheap: fp16 or per-tensor int8) on rank 0."""
-    costs = {n: gptq_cost(tuple(t.shape)) for n, t in state.items()
-             if treatment(groups[n], tuple(t.shape), t.is_floating_point(), q) == "intq"}
+    costs = {
+        n: gptq_cost(tuple(t.shape))
+        for n, t in state.items()
+        if treatment(groups[n], tuple(t.shape), t.is_floating_point(), q) == "intq"
+    }
     loads, shares = [0] * world, [[] for _ in range(world)]
     for name in sorted(costs, key=lambda n: (-costs[n], n)):
         r = min(range(world), key=lambda i: (loads[i], i))
@@ -138,8 +158,9 @@ def rank_shares(state: dict[str, Tensor], groups: dict[str, str], q: QuantConfig
     return shares
 
 
-def quantize_across_ranks(state: dict[str, Tensor], groups: dict[str, str], q: QuantConfig,
-                          hessians: dict | None, deadline: float | None) -> QuantizedState | None:
+def quantize_across_ranks(
+    state: dict[str, Tensor], groups: dict[str, str], q: QuantConfig, hessians: dict | None, deadline: float | None
+) -> QuantizedState | None:
     """The mixed scheme with each rank quantizing its share (GPTQ, and the LQER candidates of its
     tensors); rank 0 gets the merged QuantizedState, identical to one process's, the others None.
     A collective under torch.distributed; one process just calls quantize."""
@@ -147,8 +168,13 @@ def quantize_across_ranks(state: dict[str, Tensor], groups: dict[str, str], q: Q
         return quantize(state, groups, q, hessians=hessians, deadline=deadline)
     rank, world = dist.get_rank(), dist.get_world_size()
     mine = set(rank_shares(state, groups, q, world)[rank])
-    part = quantize({n: t for n, t in state.items() if n in mine}, {n: groups[n] for n in mine}, q,
-                    hessians=hessians, deadline=deadline)
+    part = quantize(
+        {n: t for n, t in state.items() if n in mine},
+        {n: groups[n] for n in mine},
+        q,
+        hessians=hessians,
+        deadline=deadline,
+    )
     parts = [None] * world if rank == 0 else None
     dist.gather_object((part.arrays, part.entries, part.info), parts, dst=0)
     if rank != 0:
@@ -174,8 +200,9 @@ def merge_parts(state: dict[str, Tensor], parts: list, q: QuantConfig, hessians:
     return QuantizedState(arrays, entries, info)
 
 
-def keep_best_lqer(state: dict[str, Tensor], arrays: dict, entries: dict, q: QuantConfig,
-                   hessians: dict | None) -> list[str]:
+def keep_best_lqer(
+    state: dict[str, Tensor], arrays: dict, entries: dict, q: QuantConfig, hessians: dict | None
+) -> list[str]:
     """Rank the LQER corrections the ranks kept by error reduction per stored code (the gain
     recomputed from the stored factors is bit-identical to the one they were chosen by), keep
     the best lqer_top_k, drop the rest's factors."""
@@ -212,9 +239,11 @@ def pack_artifact(s: Session, code_bytes: int, summary: Summary) -> Path:
         qs = quantize(s.base.state_dict(), quant_groups(s.base), q) if s.rt.master else None
     if s.rt.master:
         info = getattr(qs, "info", {}) or {}
-        s.log(f"quantize:{q.scheme} gptq_tensors:{len(info.get('gptq', []))} "
-              f"rtn_after_deadline:{len(info.get('rtn_after_deadline', []))} lqer:{','.join(info.get('lqer', []))} "
-              f"ranks:{s.rt.world_size} quant_time:{1000 * (time.perf_counter() - t0):.0f}ms")
+        s.log(
+            f"quantize:{q.scheme} gptq_tensors:{len(info.get('gptq', []))} "
+            f"rtn_after_deadline:{len(info.get('rtn_after_deadline', []))} lqer:{','.join(info.get('lqer', []))} "
+            f"ranks:{s.rt.world_size} quant_time:{1000 * (time.perf_counter() - t0):.0f}ms"
+        )
         counted = code_bytes if q.count_code_bytes else 0
         try:
             res = fit_and_pack(s, qs, hessians, path, counted, summary)
@@ -222,10 +251,14 @@ def pack_artifact(s: Session, code_bytes: int, summary: Summary) -> Path:
             barrier(s.rt)
         summary.codec, summary.artifact_bytes = res.codec, res.bytes
         label = f"{q.scheme}+{res.codec}"
-        s.log(f"Serialized model {label}: {res.bytes} bytes (payload:{res.payload_bytes} "
-              f"codec_sizes:{json.dumps(res.codec_sizes, sort_keys=True)} pack_time:{1000 * res.seconds:.0f}ms)")
+        s.log(
+            f"Serialized model {label}: {res.bytes} bytes (payload:{res.payload_bytes} "
+            f"codec_sizes:{json.dumps(res.codec_sizes, sort_keys=True)} pack_time:{1000 * res.seconds:.0f}ms)"
+        )
         s.log(f"Total submission size {label}: {res.bytes + code_bytes} bytes")
-        s.log(f"finalize_time:{1000 * (time.perf_counter() - t0):.0f}ms reserve_seconds:{s.cfg.train.reserve_seconds:g}")
+        s.log(
+            f"finalize_time:{1000 * (time.perf_counter() - t0):.0f}ms reserve_seconds:{s.cfg.train.reserve_seconds:g}"
+        )
     else:
         barrier(s.rt)
     return path
@@ -252,18 +285,24 @@ def roundtrip(s: Session, path: Path, summary: Summary) -> None:
     s.base.load_state_dict({k: v.to(s.rt.device) for k, v in state.items()}, strict=True)
     tag = f"{meta['scheme']}_{summary.codec or s.cfg.quant.compressor}".replace("+", "_")
     score, secs = score_model(s, stride=0)
-    s.log(f"final_{tag}_roundtrip val_loss:{score.val_loss:.4f} val_bpb:{score.val_bpb:.4f} eval_time:{1000 * secs:.0f}ms")
+    s.log(
+        f"final_{tag}_roundtrip val_loss:{score.val_loss:.4f} val_bpb:{score.val_bpb:.4f} eval_time:{1000 * secs:.0f}ms"
+    )
     s.log(f"final_{tag}_roundtrip_exact val_loss:{score.val_loss:.8f} val_bpb:{score.val_bpb:.8f}")
     summary.roundtrip, summary.eval_seconds["roundtrip"] = _score_dict(score), secs
     if summary.pre_quant:  # the quantization gap, every time
         gap = score.val_bpb - summary.pre_quant["val_bpb"]
         summary.roundtrip["quant_gap_bpb"] = gap
-        s.log(f"quant_gap val_bpb:{gap:+.6f} pre_quant:{summary.pre_quant['val_bpb']:.6f} roundtrip:{score.val_bpb:.6f}")
+        s.log(
+            f"quant_gap val_bpb:{gap:+.6f} pre_quant:{summary.pre_quant['val_bpb']:.6f} roundtrip:{score.val_bpb:.6f}"
+        )
     stride = s.cfg.eval.stride
     if stride > 0 and s.cfg.eval.final_sliding:
         score, secs = score_model(s, stride=stride)
-        s.log(f"final_sliding_window val_loss:{score.val_loss:.4f} val_bpb:{score.val_bpb:.4f} "
-              f"stride:{stride} window:{eval_window(s)} eval_time:{1000 * secs:.0f}ms")
+        s.log(
+            f"final_sliding_window val_loss:{score.val_loss:.4f} val_bpb:{score.val_bpb:.4f} "
+            f"stride:{stride} window:{eval_window(s)} eval_time:{1000 * secs:.0f}ms"
+        )
         s.log(f"final_sliding_window_exact val_loss:{score.val_loss:.8f} val_bpb:{score.val_bpb:.8f}")
         summary.sliding, summary.eval_seconds["sliding"] = _score_dict(score), secs
     if uses_documents(s.cfg.eval):
@@ -275,16 +314,31 @@ def score_documents(s: Session, summary: Summary) -> None:
     TTT, global phases, n-gram tilt) under eval.time_budget_s; logged as final_<kind>_exact."""
     e = s.cfg.eval
     try:
-        res = evaluate_documents(s.base, s.val.tokens, s.val.tables, e, s.cfg.train.train_seq_len, s.cfg.model.bos_id,
-                                 rank=s.rt.rank, world_size=s.rt.world_size, device=s.rt.device, autocast=s.autocast,
-                                 progress=s.rt.master, log=s.log)
+        res = evaluate_documents(
+            s.base,
+            s.val.tokens,
+            s.val.tables,
+            e,
+            s.cfg.train.train_seq_len,
+            s.cfg.model.bos_id,
+            rank=s.rt.rank,
+            world_size=s.rt.world_size,
+            device=s.rt.device,
+            autocast=s.autocast,
+            progress=s.rt.master,
+            log=s.log,
+        )
     except EvalBudgetError as exc:  # the trained artifact and its scores so far are kept
-        s.log(f"final_documents:refused {exc}; the artifact is kept: score it with `pgolf eval ARTIFACT "
-              f"--over-budget-ok` (research) or a smaller plan")
+        s.log(
+            f"final_documents:refused {exc}; the artifact is kept: score it with `pgolf eval ARTIFACT "
+            f"--over-budget-ok` (research) or a smaller plan"
+        )
         return
     kind = eval_kind(e).replace("+", "_")
-    s.log(f"final_{kind} val_loss:{res.score.val_loss:.4f} val_bpb:{res.score.val_bpb:.4f} {time_split(res)}"
-          + (" over_budget:RESEARCH" if res.over_budget else ""))
+    s.log(
+        f"final_{kind} val_loss:{res.score.val_loss:.4f} val_bpb:{res.score.val_bpb:.4f} {time_split(res)}"
+        + (" over_budget:RESEARCH" if res.over_budget else "")
+    )
     s.log(f"final_{kind}_exact val_loss:{res.score.val_loss:.8f} val_bpb:{res.score.val_bpb:.8f}")
     summary.documents = {**_score_dict(res.score), "kind": eval_kind(e), "over_budget": res.over_budget}
     summary.eval_seconds["documents"] = res.seconds["total"]
@@ -294,9 +348,16 @@ def finalize(s: Session, st: TrainState, code_bytes: int) -> Summary:
     """Pack, check size, roundtrip-evaluate; write summary.json; return the Summary.
     `code_bytes` is the literal size of the submission script that goes with the artifact."""
     t = s.cfg.train
-    summary = Summary(run_id=s.cfg.run_id, preset=s.cfg.preset, params=sum(p.numel() for p in s.base.parameters()),
-                      steps=st.step, train_time_ms=st.training_time_ms, tokens_seen=st.step * t.train_batch_tokens,
-                      size_cap_bytes=s.cfg.quant.size_cap_bytes, scheme=s.cfg.quant.scheme)
+    summary = Summary(
+        run_id=s.cfg.run_id,
+        preset=s.cfg.preset,
+        params=sum(p.numel() for p in s.base.parameters()),
+        steps=st.step,
+        train_time_ms=st.training_time_ms,
+        tokens_seen=st.step * t.train_batch_tokens,
+        size_cap_bytes=s.cfg.quant.size_cap_bytes,
+        scheme=s.cfg.quant.scheme,
+    )
     if st.history:
         summary.pre_quant = {k: st.history[-1][k] for k in ("val_loss", "val_bpb")}
     summary.code_bytes = code_bytes
@@ -330,4 +391,3 @@ def ensure_output_dir(s: Session) -> None:
     if out[1]:
         s.log(f"output:rescued run folder {s.run_dir} is not writable; writing the results to {out[0]}")
         s.run_dir = Path(out[0])
-

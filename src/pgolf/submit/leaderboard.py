@@ -46,10 +46,16 @@ def _derived_losses(bpb: tuple[float, ...], mean_loss: float, mean_bpb: float) -
 # the folder's final submission.json carries the same val_loss 2.07269931 / val_bpb 1.2243657, while an
 # earlier version of it, commit 1ea2edf56d8038b2dbed95711a19a5ceba45a65e, described another run, 1.21687994).
 NAIVE = LeaderboardEntry(
-    key="naive", name="Naive Baseline", pr=None, track="10min_16mb",
-    seeds=(1337,), val_bpb=(1.22436570,), val_loss=(2.07269931,), loss_derived=False,
+    key="naive",
+    name="Naive Baseline",
+    pr=None,
+    track="10min_16mb",
+    seeds=(1337,),
+    val_bpb=(1.22436570,),
+    val_loss=(2.07269931,),
+    loss_derived=False,
     source="openai/parameter-golf records/track_10min_16mb/2026-03-17_NaiveBaseline/train.log "
-           "@ ad30d3dbac1f29f12dd8e4e56f0f54b34fdfba56",
+    "@ ad30d3dbac1f29f12dd8e4e56f0f54b34fdfba56",
     note="one seed only: tests against it are one-sample tests of the other side against its value",
 )
 
@@ -60,12 +66,16 @@ NAIVE = LeaderboardEntry(
 # 71e1f7c84db99330cc6c2841b9678a434e1dacc8); the folder's README in openai/parameter-golf (commit
 # 28d633921dcb5106ae2c5b18543e0491eb467f41) gives the same per-seed val_bpb to 5 decimals.
 PR1855 = LeaderboardEntry(
-    key="1855", name="SP8192 + LQER + Sparse Attn Gate + BOS-fixed SmearGate + 9-hparam stack", pr=1855,
-    track="10min_16mb", seeds=(42, 0, 1234),
+    key="1855",
+    name="SP8192 + LQER + Sparse Attn Gate + BOS-fixed SmearGate + 9-hparam stack",
+    pr=1855,
+    track="10min_16mb",
+    seeds=(42, 0, 1234),
     val_bpb=(1.05989454, 1.06124613, 1.06208695),
-    val_loss=(2.31944212, 2.32239991, 2.32423994), loss_derived=False,
+    val_loss=(2.31944212, 2.32239991, 2.32423994),
+    loss_derived=False,
     source="openai/parameter-golf records/track_10min_16mb/2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_"
-           "9HpStack_1.0611/submission.json (copy at yangguohao/parameter-golf @ 71e1f7c84db99330cc6c2841b9678a434e1dacc8)",
+    "9HpStack_1.0611/submission.json (copy at yangguohao/parameter-golf @ 71e1f7c84db99330cc6c2841b9678a434e1dacc8)",
 )
 
 # PR #2135 (codemath3000), the leaderboard top (included by the maintainers in leaderboard PR #2146):
@@ -77,13 +87,18 @@ PR1855 = LeaderboardEntry(
 # derived values' sample std, 0.000778, agrees with the published 0.00077803.
 _TOP_BPB = (1.05679341, 1.05610947, 1.05662016)
 PR2135 = LeaderboardEntry(
-    key="2135", name="PR #2130 base + GPTQ_CALIBRATION_BATCHES=32 (token-only n-gram tilt + AsymLogit)",
-    pr=2135, track="10min_16mb", seeds=(0, 42, 314),
-    val_bpb=_TOP_BPB, val_loss=_derived_losses(_TOP_BPB, 2.31203, 1.05650768), loss_derived=True,
+    key="2135",
+    name="PR #2130 base + GPTQ_CALIBRATION_BATCHES=32 (token-only n-gram tilt + AsymLogit)",
+    pr=2135,
+    track="10min_16mb",
+    seeds=(0, 42, 314),
+    val_bpb=_TOP_BPB,
+    val_loss=_derived_losses(_TOP_BPB, 2.31203, 1.05650768),
+    loss_derived=True,
     source="https://github.com/openai/parameter-golf/pull/2135 (Results table, commit "
-           "ff905226136eb2506fe9505feff87f58eb6dc4ff)",
+    "ff905226136eb2506fe9505feff87f58eb6dc4ff)",
     note="per-seed val_loss not published in the sources found: derived from per-seed val_bpb x "
-         "2.31203 / 1.05650768 (published means)",
+    "2.31203 / 1.05650768 (published means)",
 )
 
 LEADERBOARD: dict[str, LeaderboardEntry] = {e.key: e for e in (NAIVE, PR1855, PR2135)}
@@ -97,7 +112,7 @@ def is_leaderboard_spec(spec: str) -> bool:
 
 def leaderboard_entry(spec: str) -> LeaderboardEntry:
     """'leaderboard:top' / 'leaderboard:1855' / 'leaderboard:naive' (or the bare name) -> the entry."""
-    name = spec[len(PREFIX):] if is_leaderboard_spec(spec) else spec
+    name = spec[len(PREFIX) :] if is_leaderboard_spec(spec) else spec
     name = ALIASES.get(name.lower(), name.lower().lstrip("#"))
     if name not in LEADERBOARD:
         known = ", ".join(PREFIX + k for k in [*LEADERBOARD, *ALIASES])

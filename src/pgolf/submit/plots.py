@@ -92,8 +92,15 @@ def _draw_group(ax, group: CurveGroup, kind: str, axis: str, color) -> None:
     if hi <= lo:  # one point per run (validation only at the end): show their spread as an error bar
         xs = np.array([c[0][-1] for c in curves])
         ys = np.array([c[1][-1] for c in curves])
-        ax.errorbar([xs.mean()], [ys.mean()], yerr=[[ys.mean() - ys.min()], [ys.max() - ys.mean()]],
-                    color=color, marker="o", capsize=4, label=group.label)
+        ax.errorbar(
+            [xs.mean()],
+            [ys.mean()],
+            yerr=[[ys.mean() - ys.min()], [ys.max() - ys.mean()]],
+            color=color,
+            marker="o",
+            capsize=4,
+            label=group.label,
+        )
         return
     grid = np.linspace(lo, hi, GRID_POINTS)
     stack = np.stack([np.interp(grid, x, y) for x, y in curves])

@@ -50,6 +50,14 @@ def write_record(cfg: RunConfig, summary: Summary, log_path: Path, root: Path = 
     or the rescue folder finalize used when that one was not writable."""
     author, github_id = author_from_env()
     run_dir = Path(summary.artifact_path).parent if summary.artifact_path else Path(cfg.out_dir) / summary.run_id
-    opts = SubmitOptions(name=readable_run_name(cfg), author=author, github_id=github_id, track=infer_track(cfg),
-                         out_root=Path(root), baseline=[], logs_dir=Path(log_path).parent, force=True)
+    opts = SubmitOptions(
+        name=readable_run_name(cfg),
+        author=author,
+        github_id=github_id,
+        track=infer_track(cfg),
+        out_root=Path(root),
+        baseline=[],
+        logs_dir=Path(log_path).parent,
+        force=True,
+    )
     return assemble([str(run_dir)], opts)

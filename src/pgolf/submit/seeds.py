@@ -20,9 +20,9 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -113,8 +113,10 @@ def _check_same_recipe(plan: SeedPlan, run_dir: Path) -> None:
         return
     diffs = recipe_differences(json.loads(stored.read_text(encoding="utf-8")), config_to_dict(plan.config))
     if diffs:
-        raise SeedRunError(f"{run_dir} holds a run of another recipe ({'; '.join(diffs[:3])}); "
-                           "choose another --name or remove that folder")
+        raise SeedRunError(
+            f"{run_dir} holds a run of another recipe ({'; '.join(diffs[:3])}); "
+            "choose another --name or remove that folder"
+        )
 
 
 def train_command(plan: SeedPlan, st: SeedState) -> list[str]:
@@ -139,8 +141,9 @@ def _set_aside_partial_log(plan: SeedPlan, run_id: str) -> None:
         log.replace(log.with_name(log.name + ".partial"))
 
 
-def run_seeds(plan: SeedPlan, runner: Callable[[list[str]], int] | None = None,
-              echo: Callable[[str], None] | None = None) -> list[RunResult]:
+def run_seeds(
+    plan: SeedPlan, runner: Callable[[list[str]], int] | None = None, echo: Callable[[str], None] | None = None
+) -> list[RunResult]:
     """Run every seed that is not finished, one after another; return every seed's result."""
     runner = runner or run_command
     echo = echo or (lambda msg: print(msg, flush=True))  # before the seed's own output, which shares stdout
@@ -151,13 +154,19 @@ def run_seeds(plan: SeedPlan, runner: Callable[[list[str]], int] | None = None,
             continue
         if st.state == "fresh":
             _set_aside_partial_log(plan, st.run_id)
-        echo(f"seed:{seed} run_id:{st.run_id} status:{'resuming from ' + str(st.checkpoint) if st.checkpoint else 'training'}")
+        echo(
+            f"seed:{seed} run_id:{st.run_id} status:{'resuming from ' + str(st.checkpoint) if st.checkpoint else 'training'}"
+        )
         code = runner(train_command(plan, st))
         if code != 0 or not (plan.run_dir(seed) / SUMMARY_NAME).is_file():
             hint = "rerun the same command to resume" + (
-                " from its checkpoint" if (plan.run_dir(seed) / CHECKPOINT_NAME).is_file() else
-                " (add --set train.checkpoint_every=N to resume mid-run next time)")
-            raise SeedRunError(f"seed {seed} (run {st.run_id}) stopped with exit code {code} before its summary.json; {hint}")
+                " from its checkpoint"
+                if (plan.run_dir(seed) / CHECKPOINT_NAME).is_file()
+                else " (add --set train.checkpoint_every=N to resume mid-run next time)"
+            )
+            raise SeedRunError(
+                f"seed {seed} (run {st.run_id}) stopped with exit code {code} before its summary.json; {hint}"
+            )
     return [load_run(plan.run_dir(s)) for s in plan.seeds]
 
 
@@ -172,6 +181,7 @@ def _score(part: str, key: str) -> Callable[[RunResult], float]:
     def get(r: RunResult) -> float:
         value = (r.final() if part == "final" else r.summary.get(part) or {}).get(key)
         return float("nan") if value is None else float(value)
+
     return get
 
 
@@ -203,9 +213,13 @@ def seeds_table(results: list[RunResult]) -> str:
     mean = values.mean(axis=0)
     std = values.std(axis=0, ddof=1) if len(results) > 1 else np.full(len(COLUMNS), np.nan)
     wide = {"steps": ".1f", "artifact_B": ".1f", "code_B": ".1f"}
-    rows.append(f"{'mean':>8}" + "".join(f"{_cell(m, wide.get(c.title, c.fmt)):>{width}}" for m, c in zip(mean, COLUMNS)))
+    rows.append(
+        f"{'mean':>8}" + "".join(f"{_cell(m, wide.get(c.title, c.fmt)):>{width}}" for m, c in zip(mean, COLUMNS))
+    )
     rows.append(f"{'std':>8}" + "".join(f"{_cell(s, wide.get(c.title, c.fmt)):>{width}}" for s, c in zip(std, COLUMNS)))
     final = [c.title for c in COLUMNS].index("final_bpb")
-    line = (f"seeds n:{len(results)} final_val_bpb_mean:{mean[final]:.8f} final_val_bpb_std:{_cell(std[final], '.8f')} "
-            f"final_val_loss_mean:{mean[final + 1]:.8f} final_val_loss_std:{_cell(std[final + 1], '.8f')}")
+    line = (
+        f"seeds n:{len(results)} final_val_bpb_mean:{mean[final]:.8f} final_val_bpb_std:{_cell(std[final], '.8f')} "
+        f"final_val_loss_mean:{mean[final + 1]:.8f} final_val_loss_std:{_cell(std[final + 1], '.8f')}"
+    )
     return "\n".join([head, *rows, line])

@@ -33,8 +33,21 @@ from pgolf.core.config import ENV_KNOBS, SECTIONS, RunConfig
 
 SCALARS = (bool, int, float, str, type(None))
 # Methods a framework calls by name (nn.Module, autograd.Function, optimizers, pickling, context managers).
-HOOKS = frozenset({"forward", "backward", "setup_context", "step", "zero_grad", "state_dict", "load_state_dict",
-                   "extra_repr", "reset_parameters", "train", "eval"})
+HOOKS = frozenset(
+    {
+        "forward",
+        "backward",
+        "setup_context",
+        "step",
+        "zero_grad",
+        "state_dict",
+        "load_state_dict",
+        "extra_repr",
+        "reset_parameters",
+        "train",
+        "eval",
+    }
+)
 
 
 def frozen_values(cfg: RunConfig, code: ast.Module) -> dict[str, dict[str, Any]]:
@@ -44,7 +57,9 @@ def frozen_values(cfg: RunConfig, code: ast.Module) -> dict[str, dict[str, Any]]
         section, _, name = dotted.rpartition(".")
         dynamic.setdefault(section, set()).add(name)
     stored = {n.attr for n in ast.walk(code) if isinstance(n, ast.Attribute) and not isinstance(n.ctx, ast.Load)}
-    stored |= {k.arg for n in ast.walk(code) if isinstance(n, ast.Call) and _call_name(n) == "replace" for k in n.keywords}
+    stored |= {
+        k.arg for n in ast.walk(code) if isinstance(n, ast.Call) and _call_name(n) == "replace" for k in n.keywords
+    }
     built: dict[str, int] = {}  # config class -> constructor calls in the bundle
     for n in ast.walk(code):
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
@@ -55,9 +70,13 @@ def frozen_values(cfg: RunConfig, code: ast.Module) -> dict[str, dict[str, Any]]
         if built.get(name, 0) > (0 if section else 1):  # another instance could hold other values
             out[name] = {}
             continue
-        out[name] = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
-                     if isinstance(getattr(obj, f.name), SCALARS) and f.name not in dynamic.get(section, set())
-                     and f.name not in stored}
+        out[name] = {
+            f.name: getattr(obj, f.name)
+            for f in dataclasses.fields(obj)
+            if isinstance(getattr(obj, f.name), SCALARS)
+            and f.name not in dynamic.get(section, set())
+            and f.name not in stored
+        }
     return out
 
 
@@ -74,8 +93,12 @@ def prune_option_tables(code: ast.Module, frozen: set[str]) -> None:
     options |= {f.name for f in dataclasses.fields(RunConfig)}
     for node in code.body:
         d = getattr(node, "value", None)
-        if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(d, ast.Dict) and d.keys and all(
-                isinstance(k, ast.Constant) and k.value in options for k in d.keys):
+        if (
+            isinstance(node, (ast.Assign, ast.AnnAssign))
+            and isinstance(d, ast.Dict)
+            and d.keys
+            and all(isinstance(k, ast.Constant) and k.value in options for k in d.keys)
+        ):
             pairs = [(k, v) for k, v in zip(d.keys, d.values) if k.value not in frozen]
             d.keys, d.values = [k for k, _ in pairs], [v for _, v in pairs]
 
@@ -114,8 +137,13 @@ def field_types(code: ast.Module) -> dict[str, dict[str, str]]:
             for node in ast.walk(fn):
                 if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.value, ast.Name):
                     t = node.targets[0]
-                    if (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"
-                            and params.get(node.value.id) and stores[t.attr] == 1):
+                    if (
+                        isinstance(t, ast.Attribute)
+                        and isinstance(t.value, ast.Name)
+                        and t.value.id == "self"
+                        and params.get(node.value.id)
+                        and stores[t.attr] == 1
+                    ):
                         own.setdefault(t.attr, params[node.value.id])
     return types
 
@@ -139,8 +167,12 @@ def _nested_bindings(fn: ast.AST) -> set[str]:
     """Names a nested function or lambda binds as a parameter, or `global`/`nonlocal` declares:
     a read of such a name inside `fn` may not be `fn`'s own variable."""
     out = {n for sub in ast.walk(fn) if isinstance(sub, (ast.Global, ast.Nonlocal)) for n in sub.names}
-    return out | {p for sub in ast.walk(fn) if sub is not fn and isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-                  for p in _params(sub)}
+    return out | {
+        p
+        for sub in ast.walk(fn)
+        if sub is not fn and isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        for p in _params(sub)
+    }
 
 
 def _store_targets(node: ast.AST) -> list[ast.AST]:
@@ -175,8 +207,11 @@ class Folder(ast.NodeTransformer):
         return None
 
     def _local_types(self, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, str]:
-        local = {a.arg: c for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs
-                 if (c := _annotation_class(a.annotation)) and c in self.types}
+        local = {
+            a.arg: c
+            for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs
+            if (c := _annotation_class(a.annotation)) and c in self.types
+        }
         if self.classes and fn.args.args and fn.args.args[0].arg == "self":
             local["self"] = self.classes[-1]
         counts = _store_counts(fn)
@@ -252,16 +287,27 @@ class Folder(ast.NodeTransformer):
             except Exception:  # noqa: BLE001 - leave what cannot be evaluated to run time
                 return node
             return ast.copy_location(ast.Constant(value), node)
-        if (len(node.ops) == 1 and isinstance(node.ops[0], (ast.Is, ast.IsNot)) and all(
-                isinstance(o, ast.Constant) and o.value in (None, True, False) and type(o.value) in (bool, type(None)) for o in operands)):
+        if (
+            len(node.ops) == 1
+            and isinstance(node.ops[0], (ast.Is, ast.IsNot))
+            and all(
+                isinstance(o, ast.Constant) and o.value in (None, True, False) and type(o.value) in (bool, type(None))
+                for o in operands
+            )
+        ):
             same = node.left.value is node.comparators[0].value
             return ast.copy_location(ast.Constant(same if isinstance(node.ops[0], ast.Is) else not same), node)
         return node
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         self.generic_visit(node)
-        if (isinstance(node.func, ast.Name) and node.func.id == "bool" and len(node.args) == 1 and not node.keywords
-                and isinstance(node.args[0], ast.Constant)):
+        if (
+            isinstance(node.func, ast.Name)
+            and node.func.id == "bool"
+            and len(node.args) == 1
+            and not node.keywords
+            and isinstance(node.args[0], ast.Constant)
+        ):
             return ast.copy_location(ast.Constant(bool(node.args[0].value)), node)
         return node
 
@@ -283,7 +329,12 @@ class Folder(ast.NodeTransformer):
     def generic_visit(self, node: ast.AST) -> ast.AST:
         for name in ("body", "orelse", "finalbody"):
             stmts = getattr(node, name, None)
-            if isinstance(stmts, list) and stmts and isinstance(stmts[0], ast.stmt) and not isinstance(node, ast.Module):
+            if (
+                isinstance(stmts, list)
+                and stmts
+                and isinstance(stmts[0], ast.stmt)
+                and not isinstance(node, ast.Module)
+            ):
                 setattr(node, name, self.block(stmts) or ([ast.Pass()] if name == "body" else []))
         for name, value in ast.iter_fields(node):
             if name in ("body", "orelse", "finalbody") and not isinstance(node, ast.Module):
@@ -338,8 +389,12 @@ def prune_methods(code: ast.Module) -> int:
     for cls in (n for n in ast.walk(code) if isinstance(n, ast.ClassDef)):
         keep = []
         for node in cls.body:
-            if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("__")
-                    and node.name not in HOOKS and node.name not in mentioned):
+            if (
+                isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and not node.name.startswith("__")
+                and node.name not in HOOKS
+                and node.name not in mentioned
+            ):
                 dropped += 1
                 continue
             keep.append(node)
@@ -353,7 +408,13 @@ def bound_names(node: ast.stmt) -> set[str]:
         return {node.name}
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         return {(a.asname or a.name).split(".")[0] for a in node.names}
-    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+    targets = (
+        node.targets
+        if isinstance(node, ast.Assign)
+        else [node.target]
+        if isinstance(node, (ast.AnnAssign, ast.AugAssign))
+        else []
+    )
     return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
 
 
@@ -392,7 +453,7 @@ def used_names(node: ast.AST) -> set[str]:
                 visit(d, local)
             declared = {g for s in ast.walk(n) if isinstance(s, (ast.Global, ast.Nonlocal)) for g in s.names}
             inner = local | ((_params(n) | _scope_stores(n)) - declared)
-            for s in (n.body if isinstance(n.body, list) else [n.body]):
+            for s in n.body if isinstance(n.body, list) else [n.body]:
                 visit(s, inner)
             return
         if isinstance(n, ast.AnnAssign) and local:  # a local variable's annotation
@@ -466,10 +527,12 @@ def call_constants(code: ast.Module) -> dict[str, dict[str, Any]]:
         a = fn.args
         if name in escaped or not calls[name] or a.vararg or a.kwarg or a.posonlyargs:
             continue
-        if any(isinstance(x, ast.Starred) for c in calls[name] for x in c.args) or any(k.arg is None for c in calls[name] for k in c.keywords):
+        if any(isinstance(x, ast.Starred) for c in calls[name] for x in c.args) or any(
+            k.arg is None for c in calls[name] for k in c.keywords
+        ):
             continue
         positional = [x.arg for x in a.args]
-        defaults = dict(zip(positional[len(positional) - len(a.defaults):], a.defaults))
+        defaults = dict(zip(positional[len(positional) - len(a.defaults) :], a.defaults))
         defaults.update({x.arg: d for x, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None})
         reassigned = set(_store_counts(fn)) | _nested_bindings(fn)
         const: dict[str, Any] = {}
@@ -501,9 +564,12 @@ def _replace_names(fn: ast.AST, values: dict[str, Any]) -> None:
             if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Load) and child.id in values:
                 setattr(sub, field, ast.copy_location(ast.Constant(values[child.id]), child))
             elif isinstance(child, list):
-                child[:] = [ast.copy_location(ast.Constant(values[c.id]), c)
-                            if isinstance(c, ast.Name) and isinstance(c.ctx, ast.Load) and c.id in values else c
-                            for c in child]
+                child[:] = [
+                    ast.copy_location(ast.Constant(values[c.id]), c)
+                    if isinstance(c, ast.Name) and isinstance(c.ctx, ast.Load) and c.id in values
+                    else c
+                    for c in child
+                ]
 
 
 class LocalConstants(ast.NodeTransformer):
@@ -513,10 +579,16 @@ class LocalConstants(ast.NodeTransformer):
     def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
         self.generic_visit(node)  # nested functions first
         counts, blocked = _store_counts(node), _nested_bindings(node) | _params(node)
-        consts = {sub.targets[0].id: sub.value.value for sub in ast.walk(node)
-                  if isinstance(sub, ast.Assign) and len(sub.targets) == 1 and isinstance(sub.targets[0], ast.Name)
-                  and isinstance(sub.value, ast.Constant) and counts.get(sub.targets[0].id) == 1
-                  and sub.targets[0].id not in blocked}
+        consts = {
+            sub.targets[0].id: sub.value.value
+            for sub in ast.walk(node)
+            if isinstance(sub, ast.Assign)
+            and len(sub.targets) == 1
+            and isinstance(sub.targets[0], ast.Name)
+            and isinstance(sub.value, ast.Constant)
+            and counts.get(sub.targets[0].id) == 1
+            and sub.targets[0].id not in blocked
+        }
         if consts:
             _replace_names(node, consts)
         return node
@@ -533,15 +605,24 @@ class ConstantCalls(ast.NodeTransformer):
     `return <literal>` (after folding) is that literal."""
 
     def __init__(self, code: ast.Module):
-        self.values = {n.name: n.body[-1].value.value for n in code.body
-                       if isinstance(n, ast.FunctionDef) and not n.decorator_list and isinstance(n.body[-1], ast.Return)
-                       and isinstance(n.body[-1].value, ast.Constant)
-                       and all(isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) for s in n.body[:-1])}
+        self.values = {
+            n.name: n.body[-1].value.value
+            for n in code.body
+            if isinstance(n, ast.FunctionDef)
+            and not n.decorator_list
+            and isinstance(n.body[-1], ast.Return)
+            and isinstance(n.body[-1].value, ast.Constant)
+            and all(isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) for s in n.body[:-1])
+        }
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         self.generic_visit(node)
-        if (isinstance(node.func, ast.Name) and node.func.id in self.values
-                and all(_pure(a) for a in node.args) and all(_pure(k.value) for k in node.keywords)):
+        if (
+            isinstance(node.func, ast.Name)
+            and node.func.id in self.values
+            and all(_pure(a) for a in node.args)
+            and all(_pure(k.value) for k in node.keywords)
+        ):
             return ast.copy_location(ast.Constant(self.values[node.func.id]), node)
         return node
 

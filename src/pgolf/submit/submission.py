@@ -25,8 +25,10 @@ def check_requirements(required: dict[str, str]) -> None:
     lazily imported `safetensors` or `zstandard` used to fail only when the model was saved)."""
     missing = [pip for mod, pip in required.items() if importlib.util.find_spec(mod) is None]
     if missing:
-        raise SystemExit(f"{Path(sys.argv[0]).name}: missing Python packages: {' '.join(missing)} "
-                         f"(pip install {' '.join(missing)}); nothing was run")
+        raise SystemExit(
+            f"{Path(sys.argv[0]).name}: missing Python packages: {' '.join(missing)} "
+            f"(pip install {' '.join(missing)}); nothing was run"
+        )
 
 
 def embedded_config() -> RunConfig:

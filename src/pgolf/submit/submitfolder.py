@@ -45,15 +45,26 @@ from pgolf.submit.plots import log_for_spec, plot_runs
 from pgolf.submit.runlogs import RunResult, TrainLog, find_run_log, load_run, parse_train_log
 from pgolf.submit.seeds import flatten_config, recipe_differences, recipe_of
 
-TRACK_DIRS = {"10min_16mb": "track_10min_16mb", "non_record": "track_non_record_16mb",
-              "unlimited": "track_non_record_16mb"}
-TRACK_TITLES = {"10min_16mb": "10-minute 8xH100 / 16 MB record track",
-                "non_record": "non-record submission (16 MB)",
-                "unlimited": "non-record submission, unlimited compute track (16 MB)"}
+TRACK_DIRS = {
+    "10min_16mb": "track_10min_16mb",
+    "non_record": "track_non_record_16mb",
+    "unlimited": "track_non_record_16mb",
+}
+TRACK_TITLES = {
+    "10min_16mb": "10-minute 8xH100 / 16 MB record track",
+    "non_record": "non-record submission (16 MB)",
+    "unlimited": "non-record submission, unlimited compute track (16 MB)",
+}
 RECORD_WALLCLOCK_S = 600.0
 # Import name -> PyPI distribution, where they differ (the rest are the same name).
-PYPI_NAMES = {"yaml": "PyYAML", "sklearn": "scikit-learn", "PIL": "Pillow", "cv2": "opencv-python",
-              "google": "protobuf", "flash_attn_interface": "flash_attn_3"}
+PYPI_NAMES = {
+    "yaml": "PyYAML",
+    "sklearn": "scikit-learn",
+    "PIL": "Pillow",
+    "cv2": "opencv-python",
+    "google": "protobuf",
+    "flash_attn_interface": "flash_attn_3",
+}
 _SCORE_TOL = 5e-8  # logs print scores with 8 decimals
 
 
@@ -101,7 +112,9 @@ def gather(specs: list[str], logs_dir: str | Path | None = None) -> list[SeedEvi
             raise SubmissionError(f"{spec}: train log logs/{run.run_id}.txt not found (pass --logs DIR)")
         log = parse_train_log(path)
         if not log.finished:
-            raise SubmissionError(f"{path}: truncated train log (no final_*_roundtrip_exact line): the run did not finish")
+            raise SubmissionError(
+                f"{path}: truncated train log (no final_*_roundtrip_exact line): the run did not finish"
+            )
         out.append(SeedEvidence(run, log))
     if not out:
         raise UsageError("pgolf submit: no runs given")
@@ -115,21 +128,27 @@ def _close(a: float | None, b: float | None) -> bool:
 def check_log_matches_summary(ev: SeedEvidence) -> None:
     """The shipped log must say what summary.json says: code, artifact and total bytes, scores."""
     s, log, where = ev.run.summary, ev.log, ev.log.path
-    for what, logged, counted in (("Code size", log.code_bytes, s.get("code_bytes")),
-                                  ("Serialized model", log.serialized_bytes, s.get("artifact_bytes")),
-                                  ("Total submission size", log.total_bytes, s.get("total_bytes"))):
+    for what, logged, counted in (
+        ("Code size", log.code_bytes, s.get("code_bytes")),
+        ("Serialized model", log.serialized_bytes, s.get("artifact_bytes")),
+        ("Total submission size", log.total_bytes, s.get("total_bytes")),
+    ):
         if logged is None:
             raise SubmissionError(f"{where}: no `{what}` line")
         if logged != counted:
             raise SubmissionError(f"{where}: `{what}: {logged} bytes` disagrees with summary.json ({counted} bytes)")
     rt = s.get("roundtrip") or {}
     if not (_close(log.roundtrip[0], rt.get("val_loss")) and _close(log.roundtrip[1], rt.get("val_bpb"))):
-        raise SubmissionError(f"{where}: roundtrip score {log.roundtrip} disagrees with summary.json "
-                              f"({rt.get('val_loss')}, {rt.get('val_bpb')})")
+        raise SubmissionError(
+            f"{where}: roundtrip score {log.roundtrip} disagrees with summary.json "
+            f"({rt.get('val_loss')}, {rt.get('val_bpb')})"
+        )
     artifact = ev.run.run_dir / Path(str(s.get("artifact_path", ""))).name
     if artifact.is_file() and artifact.stat().st_size != s.get("artifact_bytes"):
-        raise SubmissionError(f"{artifact}: {artifact.stat().st_size} bytes on disk, but the run counted "
-                              f"{s.get('artifact_bytes')} (the file changed after the run)")
+        raise SubmissionError(
+            f"{artifact}: {artifact.stat().st_size} bytes on disk, but the run counted "
+            f"{s.get('artifact_bytes')} (the file changed after the run)"
+        )
 
 
 def counted_bytes(run: RunResult, code_bytes: int) -> int:
@@ -143,8 +162,10 @@ def check_cap(ev: SeedEvidence, code_bytes: int) -> None:
     cap = int(ev.run.summary.get("size_cap_bytes") or SIZE_CAP_BYTES)
     total = counted_bytes(ev.run, code_bytes)
     if total > cap:
-        raise SubmissionError(f"seed {ev.seed} ({ev.run.run_id}): {total:,} bytes counted against the "
-                              f"{cap:,}-byte cap, over by {total - cap:,}")
+        raise SubmissionError(
+            f"seed {ev.seed} ({ev.run.run_id}): {total:,} bytes counted against the "
+            f"{cap:,}-byte cap, over by {total - cap:,}"
+        )
 
 
 def run_config(run: RunResult) -> RunConfig:
@@ -162,8 +183,9 @@ def check_same_recipe(evidence: list[SeedEvidence]) -> None:
     for ev in evidence[1:]:
         diffs = recipe_differences(ev.run.config, first.run.config)
         if diffs:
-            raise SubmissionError(f"seed {ev.seed} ({ev.run.run_id}) is another recipe than seed {first.seed}: "
-                                  + "; ".join(diffs[:4]))
+            raise SubmissionError(
+                f"seed {ev.seed} ({ev.run.run_id}) is another recipe than seed {first.seed}: " + "; ".join(diffs[:4])
+            )
 
 
 def check_exported_code(evidence: list[SeedEvidence]) -> None:
@@ -172,8 +194,10 @@ def check_exported_code(evidence: list[SeedEvidence]) -> None:
     for ev in evidence:
         now = exported_code_bytes(run_config(ev.run))
         if now != ev.run.summary.get("code_bytes"):
-            raise SubmissionError(f"seed {ev.seed} ({ev.run.run_id}) counted {ev.run.summary.get('code_bytes')} code "
-                                  f"bytes but the package now exports {now}: the code changed since it ran")
+            raise SubmissionError(
+                f"seed {ev.seed} ({ev.run.run_id}) counted {ev.run.summary.get('code_bytes')} code "
+                f"bytes but the package now exports {now}: the code changed since it ran"
+            )
 
 
 def check_track(evidence: list[SeedEvidence], track: str) -> None:
@@ -185,12 +209,16 @@ def check_track(evidence: list[SeedEvidence], track: str) -> None:
         t, q = ev.run.config.get("train") or {}, ev.run.config.get("quant") or {}
         wall = float(t.get("max_wallclock_seconds", 0.0))
         if not 0 < wall <= RECORD_WALLCLOCK_S:
-            raise SubmissionError(f"seed {ev.seed} trained with train.max_wallclock_seconds={wall:g}: the 10-minute "
-                                  "track needs a cap of at most 600 s; use --track non_record or unlimited")
+            raise SubmissionError(
+                f"seed {ev.seed} trained with train.max_wallclock_seconds={wall:g}: the 10-minute "
+                "track needs a cap of at most 600 s; use --track non_record or unlimited"
+            )
         if int(q.get("size_cap_bytes", SIZE_CAP_BYTES)) != SIZE_CAP_BYTES or not q.get("count_code_bytes", True):
-            raise SubmissionError(f"seed {ev.seed} was held to a scaled cap ({int(q.get('size_cap_bytes', 0)):,} model "
-                                  "bytes, a CPU proxy): the 10-minute track counts code + model against 16,000,000; "
-                                  "use --track non_record")
+            raise SubmissionError(
+                f"seed {ev.seed} was held to a scaled cap ({int(q.get('size_cap_bytes', 0)):,} model "
+                "bytes, a CPU proxy): the 10-minute track counts code + model against 16,000,000; "
+                "use --track non_record"
+            )
 
 
 def infer_track(cfg: RunConfig) -> str:
@@ -251,36 +279,51 @@ def seed_results(evidence: list[SeedEvidence], code_bytes: int) -> dict:
     for ev in evidence:
         s, final = ev.run.summary, ev.run.final()
         out[str(ev.seed)] = {
-            "val_loss": final.get("val_loss"), "val_bpb": final.get("val_bpb"),
+            "val_loss": final.get("val_loss"),
+            "val_bpb": final.get("val_bpb"),
             "pre_quant_val_bpb": (s.get("pre_quant") or {}).get("val_bpb"),
             "roundtrip_val_bpb": (s.get("roundtrip") or {}).get("val_bpb"),
-            "steps": s.get("steps"), "train_time_ms": s.get("train_time_ms"),
-            "eval_time_s": round(ev.run.eval_seconds(), 3), "artifact_bytes": s.get("artifact_bytes"),
+            "steps": s.get("steps"),
+            "train_time_ms": s.get("train_time_ms"),
+            "eval_time_s": round(ev.run.eval_seconds(), 3),
+            "artifact_bytes": s.get("artifact_bytes"),
             "bytes_total": int(s.get("artifact_bytes", 0)) + code_bytes,
         }
     return out
 
 
-def submission_json(evidence: list[SeedEvidence], opts: SubmitOptions, name: str, date: str, code_bytes: int,
-                    blurb: str) -> dict:
+def submission_json(
+    evidence: list[SeedEvidence], opts: SubmitOptions, name: str, date: str, code_bytes: int, blurb: str
+) -> dict:
     finals = [ev.run.final() for ev in evidence]
     loss, loss_std = _mean_std([f["val_loss"] for f in finals])
     bpb, bpb_std = _mean_std([f["val_bpb"] for f in finals])
     artifact_max = max(int(ev.run.summary.get("artifact_bytes", 0)) for ev in evidence)
     return {
-        "author": opts.author, "github_id": opts.github_id, "name": name, "blurb": blurb, "date": date,
-        "val_loss": loss, "val_bpb": bpb, "bytes_total": artifact_max + code_bytes, "bytes_code": code_bytes,
-        "track": opts.track, "val_loss_std": None if math.isnan(loss_std) else loss_std,
+        "author": opts.author,
+        "github_id": opts.github_id,
+        "name": name,
+        "blurb": blurb,
+        "date": date,
+        "val_loss": loss,
+        "val_bpb": bpb,
+        "bytes_total": artifact_max + code_bytes,
+        "bytes_code": code_bytes,
+        "track": opts.track,
+        "val_loss_std": None if math.isnan(loss_std) else loss_std,
         "val_bpb_std": None if math.isnan(bpb_std) else bpb_std,
-        "seeds": [ev.seed for ev in evidence], "seed_results": seed_results(evidence, code_bytes),
+        "seeds": [ev.seed for ev in evidence],
+        "seed_results": seed_results(evidence, code_bytes),
     }
 
 
 def default_blurb(cfg: RunConfig, ev: SeedEvidence) -> str:
     s, m = ev.run.summary, cfg.model
-    return (f"pgolf preset {cfg.preset}: {m.num_layers}x{m.model_dim} GPT ({s.get('params', 0):,} params, vocab "
-            f"{m.vocab_size}), {s.get('scheme')}+{s.get('codec')} artifact, "
-            f"{'sliding-window' if ev.run.summary.get('sliding') else 'non-overlapping'} evaluation.")
+    return (
+        f"pgolf preset {cfg.preset}: {m.num_layers}x{m.model_dim} GPT ({s.get('params', 0):,} params, vocab "
+        f"{m.vocab_size}), {s.get('scheme')}+{s.get('codec')} artifact, "
+        f"{'sliding-window' if ev.run.summary.get('sliding') else 'non-overlapping'} evaluation."
+    )
 
 
 # ---------------------------------------------------------------- README
@@ -297,14 +340,32 @@ def _f(x, fmt: str = ".5f") -> str:
 
 
 def seeds_markdown(evidence: list[SeedEvidence], code_bytes: int) -> str:
-    head = ["seed", "steps", "pre-quant val_bpb", "roundtrip val_bpb", "final val_loss", "final val_bpb",
-            "artifact bytes", "total bytes", "train s", "eval s"]
+    head = [
+        "seed",
+        "steps",
+        "pre-quant val_bpb",
+        "roundtrip val_bpb",
+        "final val_loss",
+        "final val_bpb",
+        "artifact bytes",
+        "total bytes",
+        "train s",
+        "eval s",
+    ]
     rows, cols = [], []
     for ev in evidence:
         s, final = ev.run.summary, ev.run.final()
-        vals = [float(s.get("steps", 0)), (s.get("pre_quant") or {}).get("val_bpb"), (s.get("roundtrip") or {}).get("val_bpb"),
-                final.get("val_loss"), final.get("val_bpb"), float(s.get("artifact_bytes", 0)),
-                float(s.get("artifact_bytes", 0) + code_bytes), float(s.get("train_time_ms", 0)) / 1000, ev.run.eval_seconds()]
+        vals = [
+            float(s.get("steps", 0)),
+            (s.get("pre_quant") or {}).get("val_bpb"),
+            (s.get("roundtrip") or {}).get("val_bpb"),
+            final.get("val_loss"),
+            final.get("val_bpb"),
+            float(s.get("artifact_bytes", 0)),
+            float(s.get("artifact_bytes", 0) + code_bytes),
+            float(s.get("train_time_ms", 0)) / 1000,
+            ev.run.eval_seconds(),
+        ]
         cols.append([float("nan") if v is None else float(v) for v in vals])
         rows.append([str(ev.seed)] + [_cell(v, i) for i, v in enumerate(cols[-1])])
     arr = np.array(cols)
@@ -324,7 +385,10 @@ def _cell(v: float, col: int, mean: bool = False) -> str:
 
 def config_markdown(cfg: RunConfig) -> str:
     """The run's options that differ from the naive baseline (the official script)."""
-    mine, base = flatten_config(recipe_of(config_to_dict(cfg))), flatten_config(recipe_of(config_to_dict(naive_baseline())))
+    mine, base = (
+        flatten_config(recipe_of(config_to_dict(cfg))),
+        flatten_config(recipe_of(config_to_dict(naive_baseline()))),
+    )
     rows = [[f"`{k}`", f"`{mine[k]!r}`", f"`{base.get(k)!r}`"] for k in sorted(mine) if mine[k] != base.get(k)]
     return _table(rows, ["option", "this run", "naive baseline"]) if rows else "(identical to the naive baseline)"
 
@@ -336,15 +400,28 @@ def reproduce_markdown(cfg: RunConfig, evidence: list[SeedEvidence]) -> str:
     world, device = log.world_size or 1, log.device or ("cpu" if cfg.device == "cpu" else "cuda")
     launcher = f"torchrun --standalone --nproc_per_node={world} {SCRIPT_NAME}" if world > 1 else f"python {SCRIPT_NAME}"
     data = cfg.data.data_path
-    lines = [f"The seeds ran on {world} {'CPU process' if device == 'cpu' else 'GPU'}{'es' if world > 1 and device == 'cpu' else ('s' if world > 1 else '')}"
-             f" (`device:{device}` in the logs). `{SCRIPT_NAME}` embeds the whole config; the official env vars",
-             "override it (SEED, RUN_ID, DATA_PATH, TOKENIZER_PATH, ...). From this folder, per seed:", "", "```bash"]
+    lines = [
+        f"The seeds ran on {world} {'CPU process' if device == 'cpu' else 'GPU'}{'es' if world > 1 and device == 'cpu' else ('s' if world > 1 else '')}"
+        f" (`device:{device}` in the logs). `{SCRIPT_NAME}` embeds the whole config; the official env vars",
+        "override it (SEED, RUN_ID, DATA_PATH, TOKENIZER_PATH, ...). From this folder, per seed:",
+        "",
+        "```bash",
+    ]
     for ev in evidence:
-        lines.append(f"SEED={ev.seed} RUN_ID=seed{ev.seed} DATA_PATH={data} \\\n"
-                     f"  TOKENIZER_PATH={cfg.data.tokenizer_path or '<next to the data>'} {launcher}")
-    lines += ["```", "", f"(DATA_PATH/TOKENIZER_PATH are the folders this run read; point them at your copy of the "
-              f"sp{cfg.model.vocab_size} shards and tokenizer.) With the pgolf package instead of the exported script:", "",
-              "```bash", pgolf_seeds_command(cfg, [ev.seed for ev in evidence]), "```"]
+        lines.append(
+            f"SEED={ev.seed} RUN_ID=seed{ev.seed} DATA_PATH={data} \\\n"
+            f"  TOKENIZER_PATH={cfg.data.tokenizer_path or '<next to the data>'} {launcher}"
+        )
+    lines += [
+        "```",
+        "",
+        f"(DATA_PATH/TOKENIZER_PATH are the folders this run read; point them at your copy of the "
+        f"sp{cfg.model.vocab_size} shards and tokenizer.) With the pgolf package instead of the exported script:",
+        "",
+        "```bash",
+        pgolf_seeds_command(cfg, [ev.seed for ev in evidence]),
+        "```",
+    ]
     return "\n".join(lines)
 
 
@@ -364,8 +441,10 @@ def _option_text(value) -> str:
 
 def pgolf_seeds_command(cfg: RunConfig, seeds: list[int]) -> str:
     """The `pgolf seeds` command that trains this recipe again (same preset, same overrides)."""
-    parts = [f"pgolf seeds --preset {cfg.preset} --seeds {','.join(map(str, seeds))}",
-             f"--data {shlex.quote(cfg.data.data_path)}"]
+    parts = [
+        f"pgolf seeds --preset {cfg.preset} --seeds {','.join(map(str, seeds))}",
+        f"--data {shlex.quote(cfg.data.data_path)}",
+    ]
     if cfg.data.tokenizer_path:
         parts.append(f"--tokenizer {shlex.quote(cfg.data.tokenizer_path)}")
     return " \\\n    ".join(parts + preset_overrides(cfg))
@@ -375,55 +454,103 @@ def sizes_markdown(cfg: RunConfig, evidence: list[SeedEvidence], code_bytes: int
     cap = int(evidence[0].run.summary.get("size_cap_bytes") or SIZE_CAP_BYTES)
     artifact_max = max(int(ev.run.summary.get("artifact_bytes", 0)) for ev in evidence)
     counted = max(counted_bytes(ev.run, code_bytes) for ev in evidence)
-    text = (f"- model artifact (largest seed): {artifact_max:,} bytes ({evidence[0].run.summary.get('scheme')}+"
-            f"{evidence[0].run.summary.get('codec')})\n- code: {code_bytes:,} bytes (the literal `{SCRIPT_NAME}` here)\n"
-            f"- counted against the cap: {counted:,} of {cap:,} bytes (headroom {cap - counted:,})\n")
+    text = (
+        f"- model artifact (largest seed): {artifact_max:,} bytes ({evidence[0].run.summary.get('scheme')}+"
+        f"{evidence[0].run.summary.get('codec')})\n- code: {code_bytes:,} bytes (the literal `{SCRIPT_NAME}` here)\n"
+        f"- counted against the cap: {counted:,} of {cap:,} bytes (headroom {cap - counted:,})\n"
+    )
     if not cfg.quant.count_code_bytes or cap != SIZE_CAP_BYTES:
-        text += (f"- scaled cap (CPU proxy): {cap:,} model bytes. It is the naive proxy's int8+zlib model bytes after "
-                 "600 s x 16,000,000 / 15,815,847 (the official baseline's model bytes against the real cap), so the "
-                 "naive proxy just fits as the official baseline does; the code is not counted at proxy scale because "
-                 "it does not shrink with the model (pgolf/core/presets.py, PROXY_SIZE_CAP; BENCHMARKS.md).\n")
+        text += (
+            f"- scaled cap (CPU proxy): {cap:,} model bytes. It is the naive proxy's int8+zlib model bytes after "
+            "600 s x 16,000,000 / 15,815,847 (the official baseline's model bytes against the real cap), so the "
+            "naive proxy just fits as the official baseline does; the code is not counted at proxy scale because "
+            "it does not shrink with the model (pgolf/core/presets.py, PROXY_SIZE_CAP; BENCHMARKS.md).\n"
+        )
     return text
 
 
 def significance_markdown(comparisons: list[tuple[str, Comparison]]) -> str:
     if not comparisons:
-        return ("No baseline comparison here (one `pgolf run`, or `--baseline none`): run several seeds "
-                "(`pgolf seeds`) and `pgolf submit --baseline leaderboard:top` (or the runs to beat) to test it.")
-    parts = ["One-sided Welch t-test (a one-sample test when a side has one value), H1: this run is lower. "
-             "README rule: improvement >= 0.005 nats at p < 0.01 (the improvement itself tested); "
-             "maintainers' chronological rule: p < 0.25 against the previous row (val_bpb)."]
+        return (
+            "No baseline comparison here (one `pgolf run`, or `--baseline none`): run several seeds "
+            "(`pgolf seeds`) and `pgolf submit --baseline leaderboard:top` (or the runs to beat) to test it."
+        )
+    parts = [
+        "One-sided Welch t-test (a one-sample test when a side has one value), H1: this run is lower. "
+        "README rule: improvement >= 0.005 nats at p < 0.01 (the improvement itself tested); "
+        "maintainers' chronological rule: p < 0.25 against the previous row (val_bpb)."
+    ]
     for spec, c in comparisons:
         parts += ["", f"Against `{spec}`:", "", "```", format_comparison(c), "```"]
     return "\n".join(parts)
 
 
-def readme_text(cfg: RunConfig, evidence: list[SeedEvidence], sub: dict, opts: SubmitOptions,
-                comparisons: list[tuple[str, Comparison]], pictures: list[str]) -> str:
+def readme_text(
+    cfg: RunConfig,
+    evidence: list[SeedEvidence],
+    sub: dict,
+    opts: SubmitOptions,
+    comparisons: list[tuple[str, Comparison]],
+    pictures: list[str],
+) -> str:
     hours = sum(float(ev.run.summary.get("train_time_ms", 0)) for ev in evidence) / 3.6e6
     wall = cfg.train.max_wallclock_seconds
     sections = [
-        f"# {sub['name']}", "",
+        f"# {sub['name']}",
+        "",
         f"**{TRACK_TITLES[opts.track]}** | val_bpb **{sub['val_bpb']:.8f}** (mean of {len(evidence)} seed"
-        f"{'s' if len(evidence) > 1 else ''}) | val_loss {sub['val_loss']:.8f} nats | {sub['bytes_total']:,} bytes", "",
-        sub["blurb"], "",
+        f"{'s' if len(evidence) > 1 else ''}) | val_loss {sub['val_loss']:.8f} nats | {sub['bytes_total']:,} bytes",
+        "",
+        sub["blurb"],
+        "",
         f"Training: {'no wall-clock cap' if wall <= 0 else f'wall-clock cap {wall:g} s'} per seed, "
         f"{hours:.3f} hours ({hours * 3600:,.0f} s) of training in total over {len(evidence)} seed{'s' if len(evidence) > 1 else ''}"
-        + (" (unlimited compute track: not intended to meet the 10-minute cutoff)." if opts.track == "unlimited" else "."),
-        "", "## Results", "", seeds_markdown(evidence, sub["bytes_code"]), "",
+        + (
+            " (unlimited compute track: not intended to meet the 10-minute cutoff)."
+            if opts.track == "unlimited"
+            else "."
+        ),
+        "",
+        "## Results",
+        "",
+        seeds_markdown(evidence, sub["bytes_code"]),
+        "",
         "final = the sliding-window score when the run evaluated one, else the roundtrip score of the reloaded "
-        "artifact; the logs' `final_*_exact` lines carry the same numbers.", "",
-        "## Sizes", "", sizes_markdown(cfg, evidence, sub["bytes_code"]),
-        "## Significance", "", significance_markdown(comparisons), "",
-        "## Configuration", "", f"Preset `{cfg.preset}`; options that differ from the naive baseline:", "",
-        config_markdown(cfg), "", "## Reproduce", "", reproduce_markdown(cfg, evidence), "",
+        "artifact; the logs' `final_*_exact` lines carry the same numbers.",
+        "",
+        "## Sizes",
+        "",
+        sizes_markdown(cfg, evidence, sub["bytes_code"]),
+        "## Significance",
+        "",
+        significance_markdown(comparisons),
+        "",
+        "## Configuration",
+        "",
+        f"Preset `{cfg.preset}`; options that differ from the naive baseline:",
+        "",
+        config_markdown(cfg),
+        "",
+        "## Reproduce",
+        "",
+        reproduce_markdown(cfg, evidence),
+        "",
     ]
     if pictures:
         sections += ["## Plots", ""] + [f"![{p}]({p})" for p in pictures] + [""]
-    sections += ["## Files", "", f"`README.md`, `submission.json`, `{SCRIPT_NAME}` (compact export, its literal bytes "
-                 "are the code bytes), " + ", ".join(f"`train_seed{ev.seed}.log`" for ev in evidence)
-                 + ", `requirements.txt`" + ("".join(f", `{p}`" for p in pictures)) + ".", "",
-                 "Assembled by `pgolf submit` (pgolf/submit/submitfolder.py).", ""]
+    sections += [
+        "## Files",
+        "",
+        f"`README.md`, `submission.json`, `{SCRIPT_NAME}` (compact export, its literal bytes "
+        "are the code bytes), "
+        + ", ".join(f"`train_seed{ev.seed}.log`" for ev in evidence)
+        + ", `requirements.txt`"
+        + ("".join(f", `{p}`" for p in pictures))
+        + ".",
+        "",
+        "Assembled by `pgolf submit` (pgolf/submit/submitfolder.py).",
+        "",
+    ]
     return "\n".join(sections)
 
 
@@ -441,8 +568,10 @@ def _size_chart(cfg: RunConfig, evidence: list[SeedEvidence], code_bytes: int, f
         return None
     counted_code = code_bytes if cfg.quant.count_code_bytes else 0
     groups = quant_groups_for(model_config_from_dict(ev.run.config["model"]))
-    plot_table(measure_table(artifact, groups, counted_code, int(ev.run.summary.get("size_cap_bytes") or SIZE_CAP_BYTES)),
-               folder / "size.png")
+    plot_table(
+        measure_table(artifact, groups, counted_code, int(ev.run.summary.get("size_cap_bytes") or SIZE_CAP_BYTES)),
+        folder / "size.png",
+    )
     return "size.png"
 
 
@@ -484,8 +613,7 @@ def assemble(specs: list[str], opts: SubmitOptions) -> Path:
     try:
         for ev in evidence:
             check_cap(ev, code_bytes)
-        comparisons = [(spec, compare_samples(_sample_of(evidence, name), load_side(spec)))
-                       for spec in opts.baseline]
+        comparisons = [(spec, compare_samples(_sample_of(evidence, name), load_side(spec))) for spec in opts.baseline]
     except PgolfError:
         code_tmp.unlink(missing_ok=True)
         raise

@@ -45,8 +45,13 @@ def _unflatten_optimizer(i: int, meta: dict, tensors: dict[str, Tensor]) -> dict
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(path: str | Path, model_state: dict[str, Tensor], optimizers: list,
-                    extra: dict[str, Any], ema_state: dict[str, Tensor] | None = None) -> None:
+def save_checkpoint(
+    path: str | Path,
+    model_state: dict[str, Tensor],
+    optimizers: list,
+    extra: dict[str, Any],
+    ema_state: dict[str, Tensor] | None = None,
+) -> None:
     """Write <path> (safetensors) atomically."""
     from safetensors.torch import save_file
 

@@ -25,8 +25,16 @@ def scoring_tokens_per_s(s) -> float:
         return 0.0
     sync_device(s.rt)
     t0 = time.perf_counter()
-    score = evaluate(s.base, s.val.tokens[: n + 1], s.val.tables, window=window, stride=0,
-                     batch_seqs=max(s.cfg.eval.batch_seqs, 1), device=s.rt.device, autocast=s.autocast)
+    score = evaluate(
+        s.base,
+        s.val.tokens[: n + 1],
+        s.val.tables,
+        window=window,
+        stride=0,
+        batch_seqs=max(s.cfg.eval.batch_seqs, 1),
+        device=s.rt.device,
+        autocast=s.autocast,
+    )
     sync_device(s.rt)
     return score.tokens / max(time.perf_counter() - t0, 1e-9)
 
@@ -46,8 +54,13 @@ def plan_seconds(s, step_s: float | None, tokens_per_s: float) -> dict[str, floa
     window = e.eval_seq_len or t.train_seq_len
     sliding = (targets / e.stride) * window / tokens_per_s if (e.stride and e.final_sliding and tokens_per_s) else 0.0
     calib = q.gptq_time_budget_s if (q.scheme == "mixed" and q.gptq) else 0.0
-    return {"train": train, "validation": vals * one_eval, "calibration": calib, "roundtrip_eval": one_eval,
-            "sliding_eval": sliding}
+    return {
+        "train": train,
+        "validation": vals * one_eval,
+        "calibration": calib,
+        "roundtrip_eval": one_eval,
+        "sliding_eval": sliding,
+    }
 
 
 def log_plan(s, step_s: float | None) -> None:
@@ -55,5 +68,8 @@ def log_plan(s, step_s: float | None) -> None:
     parts = plan_seconds(s, step_s, scoring_tokens_per_s(s))
     total = sum(parts.values())
     pace = f"{1000 * step_s:.0f}ms/step" if step_s else "pace unknown (measured from 2+ warm-up steps)"
-    s.log("plan: " + " ".join(f"{k}:~{v:.0f}s" for k, v in parts.items())
-          + f" total:~{total:.0f}s ({total / 60:.1f} min) {pace}")
+    s.log(
+        "plan: "
+        + " ".join(f"{k}:~{v:.0f}s" for k, v in parts.items())
+        + f" total:~{total:.0f}s ({total / 60:.1f} min) {pace}"
+    )

@@ -43,7 +43,9 @@ class LossMonitor:
         """Fold one step's mean loss into the record (device ops only)."""
         self.step += 1
         self.loss = loss.detach()
-        self.first_bad = torch.where(torch.isfinite(self.loss), self.first_bad, torch.minimum(self.first_bad, self.step))
+        self.first_bad = torch.where(
+            torch.isfinite(self.loss), self.first_bad, torch.minimum(self.first_bad, self.step)
+        )
 
     def read(self, rt: Runtime) -> tuple[float, int | None]:
         """(mean loss over ranks, first step with a non-finite loss on any rank or None): one host

@@ -109,10 +109,26 @@ class Muon(torch.optim.Optimizer):
     """Momentum + Newton-Schulz orthogonalised updates, with optional decoupled weight decay;
     sharded across ranks under torch.distributed (module docstring)."""
 
-    def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True,
-                 weight_decay: float = 0.0, ns: str = "ns5", row_norm: bool = False):
-        defaults = dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov,
-                        weight_decay=weight_decay, ns=ns, row_norm=row_norm)
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float,
+        backend_steps: int,
+        nesterov: bool = True,
+        weight_decay: float = 0.0,
+        ns: str = "ns5",
+        row_norm: bool = False,
+    ):
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            backend_steps=backend_steps,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            ns=ns,
+            row_norm=row_norm,
+        )
         super().__init__(params, defaults)
         self._layout: tuple[int, int, list[list[MuonBucket]]] | None = None
         self._shares: dict[int, list] = {}  # id(bucket) -> [share, pending work or None] during a step
@@ -243,8 +259,11 @@ class Muon(torch.optim.Optimizer):
                     self._apply(self._local_updates(bucket, group), group)
             return None
         self.reduce_grads()
-        pending = [(group, bucket, *self._gather_updates(bucket, group))
-                   for group, buckets in zip(self.param_groups, self.buckets()) for bucket in buckets]
+        pending = [
+            (group, bucket, *self._gather_updates(bucket, group))
+            for group, buckets in zip(self.param_groups, self.buckets())
+            for bucket in buckets
+        ]
         for group, bucket, recv, work in pending:
             work.wait()
             self._apply([(p, recv[bucket.slots[j]]) for j, p in enumerate(bucket.params)], group)
@@ -295,14 +314,28 @@ def build_optimizers(model: nn.Module, t: TrainConfig, tied: bool) -> list[torch
     fused = next(model.parameters()).is_cuda
 
     def adam(params, lr, wd):
-        return torch.optim.AdamW([{"params": params, "lr": lr, "base_lr": lr}], betas=(t.beta1, t.beta2),
-                                 eps=t.adam_eps, weight_decay=wd, fused=fused)
+        return torch.optim.AdamW(
+            [{"params": params, "lr": lr, "base_lr": lr}],
+            betas=(t.beta1, t.beta2),
+            eps=t.adam_eps,
+            weight_decay=wd,
+            fused=fused,
+        )
 
-    opts: list[torch.optim.Optimizer] = [adam(groups["adam-embed"], t.tied_embed_lr if tied else t.embed_lr, t.embed_weight_decay)]
+    opts: list[torch.optim.Optimizer] = [
+        adam(groups["adam-embed"], t.tied_embed_lr if tied else t.embed_lr, t.embed_weight_decay)
+    ]
     if groups["adam-head"]:
         opts.append(adam(groups["adam-head"], t.head_lr, t.embed_weight_decay))
-    muon = Muon(groups["muon"], lr=t.matrix_lr, momentum=t.muon_momentum, backend_steps=t.muon_backend_steps,
-                weight_decay=t.muon_weight_decay, ns=t.muon_ns, row_norm=t.muon_row_norm)
+    muon = Muon(
+        groups["muon"],
+        lr=t.matrix_lr,
+        momentum=t.muon_momentum,
+        backend_steps=t.muon_backend_steps,
+        weight_decay=t.muon_weight_decay,
+        ns=t.muon_ns,
+        row_norm=t.muon_row_norm,
+    )
     for g in muon.param_groups:
         g["base_lr"] = t.matrix_lr
     opts.append(muon)

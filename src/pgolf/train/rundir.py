@@ -57,8 +57,9 @@ def check_writable(folder: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".pgolf-probe-"):
             pass
     except OSError as exc:
-        raise RunFolderError(f"cannot write to {folder} ({exc.strerror or exc}); choose another --out-dir or "
-                             "working directory") from None
+        raise RunFolderError(
+            f"cannot write to {folder} ({exc.strerror or exc}); choose another --out-dir or working directory"
+        ) from None
 
 
 def _lock(path: Path) -> int:
@@ -68,8 +69,9 @@ def _lock(path: Path) -> int:
     except OSError as exc:
         os.close(fd)
         if exc.errno in (errno.EAGAIN, errno.EACCES):
-            raise RunFolderError(f"run folder {path} is in use by another pgolf process; wait for it or pick "
-                                 "another RUN_ID") from None
+            raise RunFolderError(
+                f"run folder {path} is in use by another pgolf process; wait for it or pick another RUN_ID"
+            ) from None
         raise
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
@@ -85,8 +87,10 @@ def open_run_folder(path: Path, resume: bool, overwrite: bool) -> RunFolder:
     old = finished_files(path)
     if old and not (resume or overwrite):
         folder.release()
-        raise RunFolderError(f"{path} already holds a run ({old[0].name}); use --resume to continue it, "
-                             "--overwrite to replace it, or another RUN_ID")
+        raise RunFolderError(
+            f"{path} already holds a run ({old[0].name}); use --resume to continue it, "
+            "--overwrite to replace it, or another RUN_ID"
+        )
     if old and overwrite:
         for p in old:
             p.unlink()

@@ -41,11 +41,11 @@ from pgolf.model.fp8 import enable_fp8
 from pgolf.model.gpt import GPT
 from pgolf.model.weights import load_matching
 from pgolf.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from pgolf.train.eta import log_plan
-from pgolf.train.rundir import RunFolder, atomic_write_text, check_writable, discard_failed_setup, open_run_folder
 from pgolf.train.compile import compile_enabled, compile_model, compile_note, compiled_graphs
+from pgolf.train.eta import log_plan
 from pgolf.train.hostsync import ClockSync, LossMonitor, check_due
 from pgolf.train.optim import Muon, build_optimizers, clip_grad_norm, split_params
+from pgolf.train.rundir import RunFolder, atomic_write_text, check_writable, discard_failed_setup, open_run_folder
 from pgolf.train.schedules import lr_multiplier, muon_momentum_at, set_schedules, training_cap_ms
 
 
@@ -170,8 +170,9 @@ def setup(cfg: RunConfig, resume: bool = False, overwrite: bool = False, fetch_d
         raise
 
 
-def _setup_session(cfg: RunConfig, rt: Runtime, run_dir: Path, log: RunLog, folder, threads_note: str,
-                   fetch_data=None) -> Session:
+def _setup_session(
+    cfg: RunConfig, rt: Runtime, run_dir: Path, log: RunLog, folder, threads_note: str, fetch_data=None
+) -> Session:
     if rt.master:
         atomic_write_text(run_dir / "config.json", json.dumps(config_to_dict(cfg), indent=2) + "\n")
     log(json.dumps(config_to_dict(cfg), sort_keys=True), console=False)
@@ -184,8 +185,21 @@ def _setup_session(cfg: RunConfig, rt: Runtime, run_dir: Path, log: RunLog, fold
     opts = build_optimizers(base, cfg.train, cfg.model.tie_embeddings)
     accum = grad_accum_steps(cfg, rt.world_size)
     loader = DistributedTokenLoader(data.train_pattern, rt.rank, rt.world_size, rt.device)
-    s = Session(cfg, rt, log, run_dir, base, model, opts, loader, data.train_pattern, val, accum,
-                autocast=autocast_for(rt.device), folder=folder)
+    s = Session(
+        cfg,
+        rt,
+        log,
+        run_dir,
+        base,
+        model,
+        opts,
+        loader,
+        data.train_pattern,
+        val,
+        accum,
+        autocast=autocast_for(rt.device),
+        folder=folder,
+    )
     _log_setup(s, data)
     if threads_note:
         s.log(threads_note)
@@ -196,15 +210,19 @@ def _log_setup(s: Session, data) -> None:
     c, m = s.cfg, s.cfg.model
     s.log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={data.tokenizer_path}")
     s.log(f"train_loader:dataset:{Path(data.data_path).name} train_shards:{data.num_train_shards}")
-    s.log(f"val_loader:shards pattern={data.val_pattern} tokens:{s.val.tokens.numel() - 1} val_bytes:{s.val.total_bytes}")
+    s.log(
+        f"val_loader:shards pattern={data.val_pattern} tokens:{s.val.tokens.numel() - 1} val_bytes:{s.val.total_bytes}"
+    )
     s.log(f"model_params:{sum(p.numel() for p in s.base.parameters())}")
     s.log(f"world_size:{s.rt.world_size} grad_accum_steps:{s.grad_accum} device:{s.rt.device.type}")
     s.log(f"attention_mode:gqa num_heads:{m.num_heads} num_kv_heads:{m.num_kv_heads}")
     s.log(attention_log_line(m.attn_kernel, m.doc_mask, s.rt.device.type))
     s.log(compile_note(c, s.rt.device))
     t = c.train
-    s.log(f"train_batch_tokens:{t.train_batch_tokens} train_seq_len:{t.train_seq_len} iterations:{t.iterations} "
-          f"warmup_steps:{t.warmup_steps} max_wallclock_seconds:{t.max_wallclock_seconds:.3f}")
+    s.log(
+        f"train_batch_tokens:{t.train_batch_tokens} train_seq_len:{t.train_seq_len} iterations:{t.iterations} "
+        f"warmup_steps:{t.warmup_steps} max_wallclock_seconds:{t.max_wallclock_seconds:.3f}"
+    )
     s.log(f"seed:{c.seed} preset:{c.preset}")
 
 
@@ -286,8 +304,10 @@ def warmup(s: Session) -> float | None:
     durations = [b - a for a, b in zip(stamps, stamps[1:])]
     pace = sorted(durations[1:])[(n - 1) // 2] if n > 1 else None  # the first step pays for compilation
     if compile_enabled(s.cfg, s.rt.device):
-        s.log(f"compile_s:{warmup_compile_seconds(durations, pace):.1f} scope:{s.cfg.train.compile_scope} "
-              "(cold compile in the untimed warm-up)")
+        s.log(
+            f"compile_s:{warmup_compile_seconds(durations, pace):.1f} scope:{s.cfg.train.compile_scope} "
+            "(cold compile in the untimed warm-up)"
+        )
     return (stamps[-1] - stamps[1]) / (n - 1) if n > 1 else None
 
 
@@ -302,12 +322,31 @@ def validate_now(s: Session, st: TrainState, tag: str = "") -> Score:
     """Official mid-training validation: non-overlapping windows of train_seq_len."""
     e, t = s.cfg.eval, s.cfg.train
     seqs = max(e.val_batch_size // (s.rt.world_size * s.grad_accum * t.train_seq_len), 1)
-    score = evaluate(s.base, s.val.tokens, s.val.tables, window=t.train_seq_len, stride=0, batch_seqs=seqs,
-                     rank=s.rt.rank, world_size=s.rt.world_size, device=s.rt.device, autocast=s.autocast)
-    s.log(f"{tag}step:{st.step}/{t.iterations} val_loss:{score.val_loss:.4f} val_bpb:{score.val_bpb:.4f} "
-          f"train_time:{st.training_time_ms:.0f}ms step_avg:{st.training_time_ms / max(st.step, 1):.2f}ms")
-    st.history.append({"step": st.step, "val_loss": score.val_loss, "val_bpb": score.val_bpb,
-                       "train_time_ms": st.training_time_ms, "ema": bool(tag)})
+    score = evaluate(
+        s.base,
+        s.val.tokens,
+        s.val.tables,
+        window=t.train_seq_len,
+        stride=0,
+        batch_seqs=seqs,
+        rank=s.rt.rank,
+        world_size=s.rt.world_size,
+        device=s.rt.device,
+        autocast=s.autocast,
+    )
+    s.log(
+        f"{tag}step:{st.step}/{t.iterations} val_loss:{score.val_loss:.4f} val_bpb:{score.val_bpb:.4f} "
+        f"train_time:{st.training_time_ms:.0f}ms step_avg:{st.training_time_ms / max(st.step, 1):.2f}ms"
+    )
+    st.history.append(
+        {
+            "step": st.step,
+            "val_loss": score.val_loss,
+            "val_bpb": score.val_bpb,
+            "train_time_ms": st.training_time_ms,
+            "ema": bool(tag),
+        }
+    )
     return score
 
 
@@ -385,9 +424,16 @@ def write_checkpoint(s: Session, st: TrainState, elapsed_ms: float) -> None:
         if isinstance(opt, Muon):
             opt.gather_momentum()
     if s.rt.master:
-        extra = {"step": st.step, "training_time_ms": elapsed_ms, "recur_active": st.recur_active,
-                 "stop_after_step": st.stop_after_step, "loader": [s.loader.stream.file_idx, s.loader.stream.pos],
-                 "history": st.history, "world_size": s.rt.world_size, "ema_steps": s.ema_steps}
+        extra = {
+            "step": st.step,
+            "training_time_ms": elapsed_ms,
+            "recur_active": st.recur_active,
+            "stop_after_step": st.stop_after_step,
+            "loader": [s.loader.stream.file_idx, s.loader.stream.pos],
+            "history": st.history,
+            "world_size": s.rt.world_size,
+            "ema_steps": s.ema_steps,
+        }
         save_checkpoint(path, s.base.state_dict(), s.optimizers, extra, s.ema)
     s.last_checkpoint = (path, st.step)
 
@@ -396,7 +442,9 @@ def resume(s: Session, path: Path) -> TrainState:
     """Restore model, optimizers, EMA, loader position and clocks from a checkpoint."""
     model_sd, opt_sds, extra, ema = load_checkpoint(path)
     if extra.get("world_size", 1) != s.rt.world_size:
-        raise CheckpointError(f"{path}: written with world_size={extra.get('world_size')}, resuming with {s.rt.world_size}")
+        raise CheckpointError(
+            f"{path}: written with world_size={extra.get('world_size')}, resuming with {s.rt.world_size}"
+        )
     s.base.set_recurrence(bool(extra["recur_active"]))
     load_matching(s.base, model_sd, path)
     load_optimizers_keeping_config(s, opt_sds, path)
@@ -404,9 +452,13 @@ def resume(s: Session, path: Path) -> TrainState:
     # checkpoints written before the warm-started EMA: continue at the configured decay
     s.ema_steps = int(extra.get("ema_steps", 10**9))
     s.loader = new_loader(s, StreamPosition(*extra["loader"]))
-    st = TrainState(step=int(extra["step"]), training_time_ms=float(extra["training_time_ms"]),
-                    recur_active=bool(extra["recur_active"]), history=list(extra.get("history", [])),
-                    stop_after_step=extra.get("stop_after_step"))
+    st = TrainState(
+        step=int(extra["step"]),
+        training_time_ms=float(extra["training_time_ms"]),
+        recur_active=bool(extra["recur_active"]),
+        history=list(extra.get("history", [])),
+        stop_after_step=extra.get("stop_after_step"),
+    )
     s.last_checkpoint = (path, st.step)
     s.log(f"resumed:{path} step:{st.step} train_time:{st.training_time_ms:.0f}ms")
     return st
@@ -451,13 +503,17 @@ def _after_step(s: Session, st: TrainState, t0: float, monitor: LossMonitor) -> 
     agreed clock, checkpoints."""
     t = s.cfg.train
     approx_ms = st.training_time_ms + 1000.0 * (time.perf_counter() - t0)
-    logged = t.train_log_every > 0 and (st.step <= 10 or st.step % t.train_log_every == 0 or st.stop_after_step is not None)
+    logged = t.train_log_every > 0 and (
+        st.step <= 10 or st.step % t.train_log_every == 0 or st.stop_after_step is not None
+    )
     if check_due(st.step, t.train_log_every, logged):
         read_loss(s, st, monitor)
     if logged:
-        s.log(f"step:{st.step}/{t.iterations} train_loss:{st.last_train_loss:.4f} "
-              f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / st.step:.2f}ms "
-              f"remaining:{remaining_s(st, t, approx_ms):.0f}s")
+        s.log(
+            f"step:{st.step}/{t.iterations} train_loss:{st.last_train_loss:.4f} "
+            f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / st.step:.2f}ms "
+            f"remaining:{remaining_s(st, t, approx_ms):.0f}s"
+        )
     checkpoint = t.checkpoint_every > 0 and st.step % t.checkpoint_every == 0
     agreed = s.clock.agree(st.step, approx_ms, force=logged or checkpoint)
     cap_ms = training_cap_ms(t)
@@ -528,8 +584,10 @@ def nan_advice(s: Session, st: TrainState, bad_step: int) -> str:
     if s.last_checkpoint is None:
         return f"{head}; no checkpoint was written (train.checkpoint_every=0): rerun with lower learning rates"
     path, step = s.last_checkpoint
-    return (f"{head}; the last finite checkpoint is {path} (step {step}): resume it with lower learning rates, "
-            f"e.g. --resume {path} --set train.matrix_lr={s.cfg.train.matrix_lr / 2:g}")
+    return (
+        f"{head}; the last finite checkpoint is {path} (step {step}): resume it with lower learning rates, "
+        f"e.g. --resume {path} --set train.matrix_lr={s.cfg.train.matrix_lr / 2:g}"
+    )
 
 
 def use_ema_weights(s: Session) -> bool:
@@ -543,8 +601,9 @@ def use_ema_weights(s: Session) -> bool:
     return True
 
 
-def run_training(cfg: RunConfig, resume_from: str | Path | None = None, overwrite: bool = False,
-                 fetch_data=None) -> tuple[Session, TrainState]:
+def run_training(
+    cfg: RunConfig, resume_from: str | Path | None = None, overwrite: bool = False, fetch_data=None
+) -> tuple[Session, TrainState]:
     """Set up, warm up, train (optionally resuming); returns the session and final state.
     `fetch_data` may download missing shards (the command line passes one; a submission not)."""
     s = setup(cfg, resume=bool(resume_from), overwrite=overwrite, fetch_data=fetch_data)
@@ -561,8 +620,10 @@ def run_training(cfg: RunConfig, resume_from: str | Path | None = None, overwrit
             s.folder.release()  # a killed or failed run leaves its folder free to resume
         raise
     if s.rt.device.type == "cuda":
-        s.log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 1024 // 1024} MiB "
-              f"reserved: {torch.cuda.max_memory_reserved() // 1024 // 1024} MiB")
+        s.log(
+            f"peak memory allocated: {torch.cuda.max_memory_allocated() // 1024 // 1024} MiB "
+            f"reserved: {torch.cuda.max_memory_reserved() // 1024 // 1024} MiB"
+        )
     if use_ema_weights(s):
         validate_now(s, st, tag="ema_")  # the pre-quantization score of the weights actually packed
     return s, st
@@ -577,9 +638,15 @@ class _Progress:
 
         self.cap_s = (training_cap_ms(s.cfg.train) or 0.0) / 1000.0
         unit = "s" if self.cap_s else "steps"
-        self.bar = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} " + unit),
-                            TextColumn("step {task.fields[step]} loss {task.fields[loss]}"), TimeElapsedColumn(),
-                            TimeRemainingColumn(), transient=True)
+        self.bar = Progress(
+            TextColumn("train"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} " + unit),
+            TextColumn("step {task.fields[step]} loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
         self.task = self.bar.add_task("train", total=self.cap_s or s.cfg.train.iterations, step=0, loss="-")
         self.t0, self.start_ms = time.perf_counter(), None
 
@@ -587,7 +654,9 @@ class _Progress:
         if self.start_ms is None:  # a resumed run starts part-way along the clock
             self.start_ms = st.training_time_ms
         done = (self.start_ms / 1000.0 + time.perf_counter() - self.t0) if self.cap_s else st.step
-        self.bar.update(self.task, completed=min(done, self.cap_s or done), step=st.step, loss=f"{st.last_train_loss:.4f}")
+        self.bar.update(
+            self.task, completed=min(done, self.cap_s or done), step=st.step, loss=f"{st.last_train_loss:.4f}"
+        )
 
 
 class step_progress:
