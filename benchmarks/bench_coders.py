@@ -29,8 +29,9 @@ import numpy as np
 
 from pgolf.core.config import QuantConfig
 from pgolf.quant.container import read_artifact
-from pgolf.quant.pack import mixed_streams, restore_layouts, role_key
-from pgolf.quant.schemes import QuantizedState
+from pgolf.quant.pack import restore_layouts
+from pgolf.quant.scheme_mixed import mixed_streams, role_key
+from pgolf.quant.state import QuantizedState
 
 
 def stream_bytes(path: Path) -> dict[str, bytes]:

@@ -169,9 +169,10 @@ def fit_planner(state: dict, cfg: RunConfig, hessians: dict) -> None:
     import numpy as np
     from scipy.optimize import brentq
 
-    from pgolf.quant.container import AUTO_CODECS, encode_stream
+    from pgolf.quant.container import encode_stream
     from pgolf.quant.lowbit import quantize_rows
     from pgolf.quant.plan import GENNORM_BETA, code_entropy_bits
+    from pgolf.quant.registry import auto_codecs
 
     def kurt_of(beta):
         return math.gamma(5 / beta) * math.gamma(1 / beta) / math.gamma(3 / beta) ** 2
@@ -195,7 +196,7 @@ def fit_planner(state: dict, cfg: RunConfig, hessians: dict) -> None:
             h_model = code_entropy_bits(bits, k / ((1 << (bits - 1)) - 1), GENNORM_BETA[g])
             raw = b"".join(c.tobytes() for c in codes)
             _, codec, _, blob, _ = encode_stream(
-                raw, AUTO_CODECS, ("none", f"bitpack{bits}") if bits < 8 else ("none",)
+                raw, auto_codecs(), ("none", f"bitpack{bits}") if bits < 8 else ("none",)
             )
             coded = 8 * len(blob) / flat.size
             print(

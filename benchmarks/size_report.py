@@ -1,5 +1,4 @@
-"""Issue 12's size report in one invocation: exported script bytes per preset (before / after
-specialisation), coder bytes per stream group (brotli-11 = 1.000), cap fitting on deliberately
+"""Issue 12's size report in one invocation: exported script bytes per preset, coder bytes per stream group (brotli-11 = 1.000), cap fitting on deliberately
 oversize proxy runs (bytes removed, quantization gap added) and planner error on every artifact.
 
     python benchmarks/size_report.py --coder-artifact RUN/final_model.mixed.pglf \
@@ -14,7 +13,6 @@ benchmarks/bench_coders.py and benchmarks/planner_error.py.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 import time
@@ -23,47 +21,33 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pgolf.core.presets import get_preset  # noqa: E402
-from pgolf.submit.export import compact_bytes, readable_bundle, submission_config  # noqa: E402
+from pgolf.submit.export import (  # noqa: E402
+    bundle_sources,
+    compact_bytes,
+    compact_source,
+    readable_bundle,
+    submission_config,
+)
 
 PRESETS = ("frontier", "frontier-cpu-proxy", "naive-baseline")
 
 
-def previous_exporter_bytes(readable: str) -> int:
-    """What the exporter shipped before specialisation: unspecialised bundle, globals not renamed."""
-    import lzma
-
-    import brotli
-    import python_minifier
-
-    src = python_minifier.minify(
-        readable, remove_literal_statements=True, rename_globals=False, rename_locals=True
-    ).encode()
-    return (
-        min(len(lzma.compress(src, preset=9 | lzma.PRESET_EXTREME)), len(brotli.compress(src, quality=11, lgwin=24)))
-        + 170
-    )
-
-
 def export_section() -> list[str]:
+    """Every preset's exported script: modules kept, readable and compact (counted) bytes."""
     lines = [
         "## Exported train_gpt.py bytes (literal file size)",
         "",
-        "| preset | before (reachable defs, globals kept) | + renamed globals | specialised to the config (shipped) | top-level defs before -> after | export s |",
-        "|---|---|---|---|---|---|",
+        "| preset | modules | readable bytes (not counted) | compact bytes (counted) | export s |",
+        "|---|---|---|---|---|",
     ]
     for name in PRESETS:
         cfg = submission_config(get_preset(name))
-        plain = readable_bundle(cfg)
         t0 = time.perf_counter()
-        special = readable_bundle(cfg, specialized=True)
-        shipped = len(compact_bytes(special))
+        texts, _ = bundle_sources(cfg)
+        readable = readable_bundle(cfg)
+        shipped = len(compact_bytes(compact_source(cfg)))
         secs = time.perf_counter() - t0
-        defs = [len(ast.parse(x).body) for x in (plain, special)]
-        lines.append(
-            f"| {name} | ~{previous_exporter_bytes(plain):,} | {len(compact_bytes(plain)):,} | **{shipped:,}** | "
-            f"{defs[0]} -> {defs[1]} | {secs:.1f} |"
-        )
-    lines.append("\n(before: the stub's ~170 bytes added to the compressed size)")
+        lines.append(f"| {name} | {len(texts)} | {len(readable.encode()):,} | **{shipped:,}** | {secs:.1f} |")
     return lines
 
 

@@ -13,7 +13,7 @@ import pgolf
 
 PACKAGE_DIR = Path(pgolf.__file__).resolve().parent
 # Bottom to top: a module may import its own layer and the layers below it, never above.
-LAYERS = ("core", "data", "model", "quant", "eval", "train", "submit", "bench", "cli")
+LAYERS = ("core", "data", "model", "quant", "eval", "train", "finish", "submit", "bench", "cli")
 TOP_LEVEL = {"pgolf": -1, "pgolf.__main__": len(LAYERS)}  # the package docstring; `python -m pgolf`
 
 
@@ -114,7 +114,8 @@ def test_the_checks_catch_an_upward_import_and_a_cycle():
     broken["pgolf.quant.pack"].add("pgolf.model.gpt")
     broken["pgolf.model.gpt"].add("pgolf.quant.pack")
     assert find_cycle(broken) is not None
-    assert layer("pgolf.submit.finalize") > layer("pgolf.train.trainer")
+    assert layer("pgolf.finish.finalize") > layer("pgolf.train.trainer")
+    assert layer("pgolf.submit.export") > layer("pgolf.finish.finalize")
     with pytest.raises(AssertionError):
         layer("pgolf.nowhere.x")
 

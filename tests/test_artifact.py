@@ -28,7 +28,8 @@ from pgolf.quant.container import (
     write_artifact,
 )
 from pgolf.quant.pack import pack, unpack
-from pgolf.quant.schemes import dequantize, quantize
+from pgolf.quant.schemes import quantize
+from pgolf.quant.state import dequantize
 
 
 def sample_arrays() -> dict[str, np.ndarray]:

@@ -103,7 +103,7 @@ def test_thirty_percent_over_is_refused_saying_by_how_much(tmp_path):
 def test_a_run_slightly_over_the_cap_ends_under_it(tiny_dataset, tmp_path, monkeypatch):
     """End to end: the natural size of a tiny mixed run, then the same run under a cap 2% below
     it: the artifact fits, the log says what was pruned, the roundtrip score is still measured."""
-    from pgolf.submit.finalize import finalize
+    from pgolf.finish.finalize import finalize
     from pgolf.train.trainer import run_training
 
     monkeypatch.chdir(tmp_path)

@@ -337,7 +337,7 @@ def test_pgolf_eval_runs_the_configured_document_evaluation(tmp_path, tiny_datas
 def test_a_run_over_the_eval_budget_keeps_its_artifact_and_summary(tiny_dataset, tmp_path, monkeypatch):
     """Training is never lost to an evaluation plan refused at the end: logged, summary written."""
     from conftest import tiny_config
-    from pgolf.submit.finalize import finalize
+    from pgolf.finish.finalize import finalize
     from pgolf.train.trainer import run_training
 
     data, tok = tiny_dataset

@@ -12,47 +12,109 @@ import pytest
 
 from conftest import tiny_config
 from pgolf.core.presets import frontier, naive_baseline
+from pgolf.submit.bundle import Reach, emit, minify, module_text, sibling_comprehension_hazard
 from pgolf.submit.export import (
-    bundle_order,
+    bundle_sources,
     byte_literal,
-    check_unique_names,
     compact_bytes,
+    compact_source,
     export_script,
     exported_code_bytes,
-    intra_imports,
-    module_path,
     readable_bundle,
     submission_config,
 )
 
 
-def test_bundle_rules_hold_for_the_whole_package():
-    modules = bundle_order()
-    assert len(modules) == len(set(modules))
+def test_bundle_keeps_the_modules_the_run_reaches_and_not_the_cli():
+    texts, exported = bundle_sources(submission_config(frontier()))
     assert {
-        "submit.submission",
-        "model.gpt",
-        "train.trainer",
-        "submit.finalize",
-        "quant.schemes",
-        "quant.pack",
-        "eval.scoring",
-        "quant.container",
-    } <= set(modules)
-    for i, name in enumerate(modules):  # every module comes after the modules it imports at top level
-        top, _ = intra_imports(ast.parse(module_path(name).read_text(encoding="utf-8")))
-        assert top <= set(modules[:i]), (name, top - set(modules[:i]))
-    check_unique_names(modules)
-    assert "cli.main" not in modules and "bench.proxy" not in modules  # the command line is not shipped
+        "pgolf.submit.submission",
+        "pgolf.model.gpt",
+        "pgolf.train.trainer",
+        "pgolf.finish.finalize",
+        "pgolf.finish.artifact",
+        "pgolf.quant.schemes",
+        "pgolf.quant.pack",
+        "pgolf.eval.scoring",
+        "pgolf.quant.container",
+        "pgolf.quant.scheme_mixed",  # the configured scheme's plugin, found by the registry at run time
+        "pgolf.quant.codec_brotli",
+    } <= set(texts)
+    assert "pgolf.quant.scheme_int8" not in texts  # frontier quantizes with mixed
+    assert not any(m.startswith(("pgolf.cli", "pgolf.bench")) for m in texts)  # the command line is not shipped
+    for text in texts.values():
+        ast.parse(text)  # each kept module is valid Python on its own
+    assert "submission_main" in exported["pgolf.submit.submission"]
 
 
-def test_readable_bundle_has_no_package_imports_and_parses():
+def test_modules_keep_their_own_namespaces(tmp_path):
+    """Two modules may define the same top-level name and import each other's by name: the bundle
+    runs them as separate modules (no package-wide naming rule), dropping what nothing reaches."""
+    texts = {
+        "pgolf.fake_a": "LIMIT = 1\n\n\ndef helper():\n    return LIMIT\n\n\ndef unused():\n    return 0\n",
+        "pgolf.fake_b": (
+            "from pgolf.fake_a import helper as other\n\nLIMIT = 10\n\n\ndef helper():\n    return LIMIT\n\n\n"
+            "class Box:\n    def used(self):\n        return 1\n\n    def never(self):\n        return 2\n\n\n"
+            "def main():\n    print(helper() + other(), Box().used())\n"
+        ),
+    }
+    reach = Reach("pgolf.fake_b", "main", texts).run()
+    sources = {name: module_text(reach, name) for name in sorted(reach.modules) if reach.kept[name]}
+    assert "unused" not in sources["pgolf.fake_a"] and "never" not in sources["pgolf.fake_b"]
+    for readable in (True, False):
+        kept = sources if readable else {n: minify(t, {"helper", "main"}) for n, t in sources.items()}
+        script = tmp_path / f"bundle_{readable}.py"
+        script.write_text(emit(kept, '"""test bundle"""', "pgolf.fake_b.main", readable))
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
+        out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert out.returncode == 0 and out.stdout.strip() == "11 1", out.stderr
+
+
+def test_the_python_3_12_comprehension_hazard_is_found_and_never_shipped():
+    """gh-118513: on CPython 3.12.0-3.12.3 a name bound by one comprehension and read as a global
+    in a sibling one raises UnboundLocalError (a GPU image's 3.12.3 failed on a minified bundle
+    whose renamer gave a comprehension variable the name of a global). minify() checks its output
+    and renames less when it finds the pattern."""
+    import python_minifier
+
+    bad = "B = int\n\n\ndef f(J, H):\n    C = {B: A for (B, A) in J.items()}\n    return [B(A) for A in H], C\n"
+    assert sibling_comprehension_hazard(bad) == "f: B"
+    good = "def f(J, H):\n    C = {B: A for (B, A) in J.items()}\n    return [int(A) for A in H], C\n"
+    assert sibling_comprehension_hazard(good) is None
+    src = (
+        "def helper(x):\n    return x\n\n\n"
+        "def f(pairs, items):\n    table = {key: val for (key, val) in pairs.items() if val}\n"
+        "    return [helper(v) for v in items], table\n"
+    )
+    assert sibling_comprehension_hazard(src) is None
+    aggressive = python_minifier.minify(src, rename_globals=True, preserve_globals=["f"])
+    assert sibling_comprehension_hazard(aggressive)  # what renaming alone produces
+    assert sibling_comprehension_hazard(minify(src, {"f"})) is None
+
+
+def test_no_package_module_has_the_comprehension_hazard():
+    from pgolf.submit.bundle import package_dir
+
+    for path in sorted(package_dir().rglob("*.py")):
+        assert sibling_comprehension_hazard(path.read_text(encoding="utf-8")) is None, path
+
+
+def test_no_shipped_module_has_the_comprehension_hazard():
+    for name, text in compact_sources(frontier()).items():
+        assert sibling_comprehension_hazard(text) is None, name
+
+
+def compact_sources(cfg):
+    texts, exported = bundle_sources(submission_config(cfg))
+    return {n: minify(t, exported[n]) for n, t in texts.items()}
+
+
+def test_readable_bundle_parses_and_runs_the_entry_point():
     text = readable_bundle(naive_baseline())
     tree = ast.parse(text)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            assert not (node.module or "").startswith("pgolf"), ast.unparse(node)
-    assert "# ---- pgolf/model/gpt.py ----" in text and text.rstrip().endswith("submission_main()")
+    assert any(isinstance(n, ast.ClassDef) and n.name == "PgolfBundle" for n in tree.body)
+    assert "SOURCES['pgolf.model.gpt'] = r" in text and text.rstrip().endswith("submission_main()")
 
 
 def test_compact_size_is_the_literal_file_size(tmp_path):
@@ -61,6 +123,7 @@ def test_compact_size_is_the_literal_file_size(tmp_path):
     assert n == (tmp_path / "train_gpt.py").stat().st_size == exported_code_bytes(cfg)
     assert n < len(readable_bundle(submission_config(cfg)).encode())
     assert compact_bytes("x = 1\n").startswith(b"# -*- coding: latin-1 -*-\n")
+    assert len(compact_source(submission_config(cfg)).encode()) > n
 
 
 def test_the_stub_carries_any_bytes_exactly(tmp_path):
@@ -175,7 +238,8 @@ def test_exported_frontier_shaped_script_matches_the_package_bit_for_bit(tiny_da
 
 
 def test_bundle_ships_only_what_the_run_reaches_and_checks_its_libraries():
-    text = readable_bundle(submission_config(frontier()))
+    texts, _ = bundle_sources(submission_config(frontier()))
+    text = "\n".join(texts.values())
     for absent in (
         "def download_variant",
         "def plot_table",
@@ -183,12 +247,13 @@ def test_bundle_ships_only_what_the_run_reaches_and_checks_its_libraries():
         "def build_shards",
         "def main(",
         "def bench_proxy",
+        "def predict_table",
         "scipy",
         "matplotlib",
         "huggingface_hub",
     ):
         assert absent not in text, absent
-    tree = ast.parse(text)
+    tree = ast.parse(texts["pgolf.submit.submission"])
     required = next(
         n for n in tree.body if isinstance(n, ast.AnnAssign) and getattr(n.target, "id", "") == "REQUIRED_MODULES"
     )

@@ -24,12 +24,12 @@ from pgolf.core.config import RANGES, RunConfig, numeric_options, validate
 from pgolf.core.errors import PgolfError
 from pgolf.core.presets import PRESETS
 from pgolf.core.progress import track
+from pgolf.finish.finalize import finalize
 from pgolf.model.gpt import GPT
 from pgolf.model.inventory import quant_groups_for
 from pgolf.quant.container import PREFIX, ArtifactError
 from pgolf.quant.pack import pack, unpack
 from pgolf.quant.schemes import quantize
-from pgolf.submit.finalize import finalize
 from pgolf.train import trainer as trainer_mod
 from pgolf.train.checkpoint import load_checkpoint
 from pgolf.train.rundir import RunFolderError, open_run_folder

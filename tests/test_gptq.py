@@ -23,7 +23,8 @@ from pgolf.quant.gptq import (
     rtn_codes,
 )
 from pgolf.quant.lowbit import dequantize_rows, fp16_row_scale, row_clip
-from pgolf.quant.schemes import dequantize, quantize
+from pgolf.quant.schemes import quantize
+from pgolf.quant.state import dequantize
 
 SHARED = shared_data_dir() / "fineweb_sample" / "sp1024"  # ../shared/data or $PGOLF_SHARED_DATA
 

@@ -20,7 +20,8 @@ from pgolf.core.presets import naive_baseline
 from pgolf.model.inventory import quant_groups_for
 from pgolf.quant.container import ArtifactError
 from pgolf.quant.official import load_official_checkpoint
-from pgolf.quant.schemes import dequantize, quantize_int8, quantize_int8_rows
+from pgolf.quant.scheme_int8 import quantize_int8, quantize_int8_rows
+from pgolf.quant.state import dequantize
 
 # What the official script logged for these files (official/README.md).
 OFFICIAL_ROUNDTRIP = {"val_loss": 3.79157570, "val_bpb": 2.27176326}  # final_int8_zlib_roundtrip_exact, 8 decimals

@@ -12,6 +12,7 @@ from pgolf.model.gpt import GPT
 from pgolf.model.inventory import quant_groups_for
 from pgolf.quant.lowbit import (
     CLIP_SEARCH_GRID,
+    INT8_CLIP_Q,
     dequantize_rows,
     fp16_row_scale,
     qmax,
@@ -19,7 +20,9 @@ from pgolf.quant.lowbit import (
     row_clip,
 )
 from pgolf.quant.lqer import lqer_candidate, lqer_correction, lqer_factors
-from pgolf.quant.schemes import INT8_CLIP_Q, dequantize, quantize, quantize_int8_rows
+from pgolf.quant.scheme_int8 import quantize_int8_rows
+from pgolf.quant.schemes import quantize
+from pgolf.quant.state import dequantize
 
 TINY = ModelConfig(num_layers=2, model_dim=64, num_heads=2, num_kv_heads=1, vocab_size=96)
 

@@ -14,10 +14,10 @@ import torch.multiprocessing as mp
 from pgolf.core.config import ModelConfig, QuantConfig
 from pgolf.core.roles import quant_groups
 from pgolf.data.shards import write_shard
+from pgolf.finish.ranks import gptq_cost, quantize_across_ranks, rank_shares
 from pgolf.model.gpt import GPT
 from pgolf.quant.gptq import calibration_batches, collect_hessians
 from pgolf.quant.schemes import quantize
-from pgolf.submit.finalize import gptq_cost, quantize_across_ranks, rank_shares
 
 WORLD, BATCHES = 2, 5  # an odd batch count: the ranks read 3 and 2
 QCFG = QuantConfig(

@@ -17,6 +17,7 @@ from conftest import tiny_config
 from pgolf.cli.main import main
 from pgolf.core.config import config_to_dict
 from pgolf.core.errors import PgolfError, UsageError
+from pgolf.submit.bundle import third_party_modules
 from pgolf.submit.compare import Sample, compare_samples, one_sided_test
 from pgolf.submit.export import exported_code_bytes
 from pgolf.submit.leaderboard import LEADERBOARD, leaderboard_entry
@@ -24,7 +25,7 @@ from pgolf.submit.plots import plot_runs
 from pgolf.submit.record import readable_run_name
 from pgolf.submit.runlogs import parse_train_log
 from pgolf.submit.seeds import SeedPlan, SeedRunError, run_seeds, seed_state
-from pgolf.submit.submitfolder import SubmissionError, SubmitOptions, assemble, infer_track, third_party_imports
+from pgolf.submit.submitfolder import SubmissionError, SubmitOptions, assemble, infer_track
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -309,6 +310,7 @@ def test_submit_writes_a_complete_folder(tmp_path):
         "README.md",
         "submission.json",
         "train_gpt.py",
+        "train_gpt_readable.py",  # what ran, readable (not counted)
         "train_seed1.log",
         "train_seed2.log",
         "requirements.txt",
@@ -339,23 +341,24 @@ def test_submit_writes_a_complete_folder(tmp_path):
 
 
 def bundle_imports(cfg) -> set[str]:
-    """Every non-stdlib top-level module the exported bundle imports, read here with ast."""
+    """Every non-stdlib top-level module the exported bundle's modules import, read here with ast."""
     import ast
 
-    from pgolf.submit.export import readable_bundle, submission_config
+    from pgolf.submit.export import bundle_sources, submission_config
 
     names = set()
-    for node in ast.walk(ast.parse(readable_bundle(submission_config(cfg)))):
+    sources, _ = bundle_sources(submission_config(cfg))
+    for node in ast.walk(ast.parse("\n".join(sources.values()))):
         if isinstance(node, ast.Import):
             names |= {a.name.partition(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             names.add(node.module.partition(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names} - {"__future__"}
+    return {n for n in names if n not in sys.stdlib_module_names} - {"__future__", "pgolf"}
 
 
 def test_requirements_come_from_the_bundles_imports():
     src = "import os\nimport numpy as np\nfrom torch import nn\ndef f():\n    import zstandard\n    from . import x\n"
-    assert third_party_imports(src) == ["numpy", "torch", "zstandard"]
+    assert third_party_modules({"m": src, "pgolf.x": "from pgolf.y import z\n"}) == ["numpy", "torch", "zstandard"]
 
 
 def test_uncapped_runs_are_non_record_with_hours(tmp_path):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from pgolf.finish.finalize import finalize
 from pgolf.quant.pack import SizeCapError
-from pgolf.submit.finalize import finalize
 from pgolf.train import trainer as trainer_mod
 from pgolf.train.trainer import NonFiniteLossError, run_training
 

@@ -19,22 +19,22 @@ from pgolf.cli.record import register_record_commands
 from pgolf.cli.size import register_size_commands
 from pgolf.core.errors import PgolfError
 from pgolf.core.presets import PRESETS, get_preset
+from pgolf.quant.registry import validate_config
 
 
 def cmd_train(args: argparse.Namespace, record: bool = False) -> int:
     """Train, pack, roundtrip-evaluate; with record=True also write the record folder."""
-    from pgolf.core.config import validate
     from pgolf.submit.dryrun import describe
 
     cfg = build_config(args, default_preset=default_preset_name())
-    validate(cfg)
+    validate_config(cfg)
     if args.dry_run:
         print(describe(cfg))
         return 0
     from pgolf.core.runtime import shutdown
     from pgolf.data.source import default_layout_download
+    from pgolf.finish.finalize import finalize
     from pgolf.submit.export import exported_code_bytes
-    from pgolf.submit.finalize import finalize
     from pgolf.submit.record import final_scores, write_record
     from pgolf.train.trainer import run_training
 
@@ -75,11 +75,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """The four evaluation conditions and validation isolation; exit 1 when any fails."""
-    from pgolf.core.config import validate
     from pgolf.submit.check import run_all
 
     cfg = build_config(args, default_preset=default_preset_name())
-    validate(cfg)
+    validate_config(cfg)
     print(f"check:preset {cfg.preset} (small model, the preset's evaluation method; see pgolf.submit.check)")
     results = run_all(cfg, isolation=not args.skip_training)
     failed = [r.name for r in results if not r.passed]
@@ -120,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--readable",
         action="store_true",
-        help="the specialised bundle as plain Python (what the compact form minifies and compresses)",
+        help="the bundle as plain Python, comments kept (what the compact form minifies and compresses)",
     )
     p.set_defaults(func=cmd_export)
     p = sub.add_parser(

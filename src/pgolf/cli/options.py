@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pgolf.core.config import ConfigError, RunConfig, apply_env, load_config_file, set_option
 from pgolf.core.presets import PRESETS, get_preset
+from pgolf.quant.registry import codecs, schemes
 
 # CLI flag -> dotted config option (the most used knobs; any other via --set).
 FLAG_OPTIONS = {
@@ -41,12 +42,22 @@ def add_config_args(p: argparse.ArgumentParser, default_preset: str | None = Non
         help="any config option, e.g. --set model.num_layers=4 (repeatable)",
     )
     for flag, dotted in FLAG_OPTIONS.items():
-        p.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None, help=f"sets {dotted}")
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None, help=flag_help(flag, dotted))
     p.add_argument(
         "--over-budget-ok",
         action="store_true",
         help="run an evaluation predicted over eval.time_budget_s (research mode, marked in the log)",
     )
+
+
+def flag_help(flag: str, dotted: str) -> str:
+    """`sets quant.scheme`, with the registered choices for scheme and compressor."""
+    if flag == "scheme":
+        choices = "; ".join(f"{n}: {s.summary}" for n, s in sorted(schemes().items()))
+        return f"sets {dotted} ({choices})"
+    if flag == "compressor":
+        return f"sets {dotted}: {', '.join(sorted(n for n in codecs() if n != 'raw'))} or auto (smallest per stream)"
+    return f"sets {dotted}"
 
 
 def build_config(args: argparse.Namespace, default_preset: str) -> RunConfig:

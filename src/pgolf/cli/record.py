@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 
 from pgolf.cli.options import FLAG_OPTIONS, add_config_args, build_config, default_preset_name
-from pgolf.core.config import validate
 from pgolf.core.errors import UsageError
+from pgolf.quant.registry import validate_config
 
 PER_SEED_FLAGS = ("seed", "run_id")  # set by `pgolf seeds` for each seed
 
@@ -106,7 +106,7 @@ def cmd_seeds(args: argparse.Namespace) -> int:
     preset = args.preset or default_preset_name()
     args.preset = preset
     cfg = build_config(args, default_preset=preset)
-    validate(cfg)
+    validate_config(cfg)
     plan = SeedPlan(
         name=safe_name(args.name or preset),
         seeds=parse_seeds(args.seeds),

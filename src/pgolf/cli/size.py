@@ -13,11 +13,12 @@ import argparse
 from pathlib import Path
 
 from pgolf.cli.options import add_config_args, build_config, default_preset_name
-from pgolf.core.config import model_config_from_dict, validate
+from pgolf.core.config import model_config_from_dict
 from pgolf.core.errors import MissingInputError, UsageError
 from pgolf.model.inventory import quant_groups_for, quant_layout
 from pgolf.quant.container import read_artifact
 from pgolf.quant.plan import SizeTable, format_table, measure_table, plot_table, predict_table
+from pgolf.quant.registry import validate_config
 from pgolf.submit.export import exported_code_bytes
 
 
@@ -49,7 +50,7 @@ def _code_bytes(args: argparse.Namespace, cfg=None) -> int:
 def planned_table(args: argparse.Namespace) -> SizeTable:
     """The planner's table for the config the arguments build."""
     cfg = build_config(args, default_preset=default_preset_name())
-    validate(cfg)
+    validate_config(cfg)
     print(
         f"preset:{cfg.preset} scheme:{cfg.quant.scheme} clip:{cfg.quant.clip} gptq:{cfg.quant.gptq} "
         f"lqer_rank:{cfg.quant.lqer_rank}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from pgolf.core.config import RunConfig, model_config_from_dict, validate
+from pgolf.core.config import RunConfig, model_config_from_dict
 from pgolf.core.errors import UsageError
 from pgolf.core.runlog import RunLog
 from pgolf.core.runtime import autocast_for, init_runtime, shutdown
@@ -27,6 +27,7 @@ from pgolf.model.weights import WeightsMismatchError, load_matching
 from pgolf.quant.container import ArtifactError
 from pgolf.quant.official import load_official_checkpoint
 from pgolf.quant.pack import unpack
+from pgolf.quant.registry import validate_config
 
 
 def weights_kind(path: Path, kind: str = "auto") -> str:
@@ -145,7 +146,7 @@ def run_eval(cfg: RunConfig, path: Path, kind: str = "auto") -> dict:
     """Score weights non-overlapping (official) and, when eval.stride > 0, sliding-window."""
     if not path.is_file():
         raise UsageError(f"{path}: weights file not found")
-    validate(cfg)
+    validate_config(cfg)
     rt = init_runtime(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)

@@ -25,7 +25,7 @@ from torch import Tensor
 from pgolf.core.config import QuantConfig
 from pgolf.quant.mixed import LQER_PART_NAMES
 from pgolf.quant.pack import PackResult, SizeCapError, pack
-from pgolf.quant.schemes import QuantizedState
+from pgolf.quant.state import QuantizedState
 
 CAP_MARGIN_BYTES = 4_096  # default target = cap - this: room for the header of a re-packed artifact
 MAX_TRIALS = 8  # packs per pruning search

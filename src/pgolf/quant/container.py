@@ -30,7 +30,8 @@ import numpy as np
 
 from pgolf.core.constants import SIZE_CAP_BYTES
 from pgolf.core.errors import PgolfError
-from pgolf.quant.codecs import CODEC_NAMES, CodecError, compress, decompress
+from pgolf.quant.codecs import compress, decompress
+from pgolf.quant.registry import CodecError, auto_codecs, codecs
 from pgolf.quant.transforms import (
     BYTE_TRANSFORMS,
     TransformError,
@@ -42,7 +43,6 @@ from pgolf.quant.transforms import (
 ARTIFACT_MAGIC = b"PGLF"
 ARTIFACT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-AUTO_CODECS = tuple(c for c in CODEC_NAMES if c != "raw")  # what codec "auto" measures
 PREFIX = struct.Struct("<4sBII")  # magic, version, header length, crc32 (v2: of magic..length + header)
 DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "int64", "float16", "float32", "float64", "bool")
 # Decoded bytes an artifact may declare in all: the frontier's ~36 MB payload fits many times over,
@@ -79,7 +79,7 @@ class StreamReport:
 
 
 def encode_stream(
-    raw: bytes, codecs: tuple[str, ...], transforms: tuple[str, ...]
+    raw: bytes, candidates: tuple[str, ...], transforms: tuple[str, ...]
 ) -> tuple[str, str, bytes, bytes, dict[str, int]]:
     """Try every (transform, codec) pair; return (transform, codec, transformed, blob, trials) of
     the smallest (first in candidate order on ties, so the choice is deterministic)."""
@@ -89,7 +89,7 @@ def encode_stream(
         if tname.startswith("bitpack") and not bitpack_fits(raw, int(tname[7:])):
             continue
         mid = apply_byte_transform(raw, tname)
-        for codec in codecs:
+        for codec in candidates:
             blob = compress(mid, codec)
             trials[f"{tname}+{codec}"] = len(blob)
             if best is None or len(blob) < len(best[3]):
@@ -127,8 +127,8 @@ def encode_artifact_report(
                 {"name": name, "dtype": _dtype_name(arr), "shape": list(arr.shape), "stream": si, "offset": len(raw)}
             )
             raw += _as_bytes(arr)
-        codecs = AUTO_CODECS if stream.codec == "auto" else (stream.codec,)
-        tname, codec, mid, blob, trials = encode_stream(bytes(raw), codecs, tuple(stream.transforms))
+        candidates = auto_codecs() if stream.codec == "auto" else (stream.codec,)
+        tname, codec, mid, blob, trials = encode_stream(bytes(raw), candidates, tuple(stream.transforms))
         blobs.append(blob)
         stream_info.append(
             {
@@ -210,7 +210,7 @@ def check_header(header: Any, src: str) -> None:
             bad(f"stream {i}: 'n' and 'raw' must be non-negative integers")
         if "mid" in st and not _is_count(st["mid"]):
             bad(f"stream {i}: 'mid' must be a non-negative integer")
-        if st.get("codec") not in CODEC_NAMES or st.get("transform", "none") not in ("none",) + tuple(BYTE_TRANSFORMS):
+        if st.get("codec") not in codecs() or st.get("transform", "none") not in ("none",) + tuple(BYTE_TRANSFORMS):
             bad(f"stream {i}: unknown codec {st.get('codec')!r} or transform {st.get('transform')!r}")
         sha = st.get("sha256")
         if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):

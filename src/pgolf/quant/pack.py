@@ -32,20 +32,17 @@ from pgolf.core.config import QuantConfig
 from pgolf.core.errors import PgolfError
 from pgolf.quant.codecs import compress
 from pgolf.quant.container import (
-    AUTO_CODECS,
     ArtifactError,
     Stream,
     StreamReport,
-    encode_stream,
     read_artifact,
     write_artifact_report,
 )
-from pgolf.quant.schemes import QuantizedState, dequantize
+from pgolf.quant.registry import auto_codecs, scheme_for
+from pgolf.quant.state import QuantizedState, dequantize
 from pgolf.quant.transforms import (
     apply_byte_transform,
-    apply_layout,
     bitpack_fits,
-    greedy_row_order,
     invert_layout,
     invert_row_order,
 )
@@ -73,85 +70,11 @@ class PackResult:
     sampled: list[str] = field(default_factory=list)  # streams whose codec was chosen on a sample
 
 
-def role_key(name: str) -> tuple[str, int]:
-    """('attn.c_q.weight', 3) for 'blocks.3.attn.c_q.weight'; (name, -1) for non-block tensors."""
-    parts = name.split(".")
-    if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit():
-        return ".".join(parts[2:]), int(parts[1])
-    return name, -1
-
-
-def code_tensors(entries: dict[str, dict], group: str) -> list[str]:
-    """intq tensors of a group, by role then layer (like matrices next to each other)."""
-    names = [n for n, e in entries.items() if e["kind"] == "intq" and e["group"] == group]
-    return sorted(names, key=role_key)
-
-
-def _code_transforms(qcfg: QuantConfig, entries: dict[str, dict], names: list[str]) -> tuple[str, ...]:
-    bits = {entries[n]["bits"] for n in names}
-    if qcfg.transform == "bitpack" and len(bits) == 1 and min(bits) < 8:
-        return (f"bitpack{min(bits)}",)
-    return ("none",)  # auto: bit packing never won on trained weights (BENCHMARKS.md), so not tried
-
-
-def _layouts(qcfg: QuantConfig) -> tuple[str, ...]:
-    return {"auto": ("rows", "cols"), "transpose": ("cols",)}.get(qcfg.transform, ("rows",))
-
-
-def _choose_layout(arrays: dict, names: list[str], layouts: tuple[str, ...]) -> tuple[str, dict[str, int]]:
-    """The layout of a code group whose first LAYOUT_PROBE_BYTES compress smallest under
-    LAYOUT_PROBE_CODEC (a cheap stand-in for trying every codec on every layout), and the probe sizes."""
-    if len(layouts) == 1:
-        return layouts[0], {}
-    probes = {}
-    for layout in layouts:
-        raw = b"".join(apply_layout(arrays[n + ".q"], layout).tobytes() for n in names)[:LAYOUT_PROBE_BYTES]
-        probes[layout] = len(encode_stream(raw, (LAYOUT_PROBE_CODEC,), ("none",))[3])
-    return min(layouts, key=lambda lay: (probes[lay], layouts.index(lay))), probes
-
-
-def _apply_reorder(arrays: dict, entries: dict, names: list[str]) -> None:
-    """Greedy similarity order of each code matrix's rows; the permutation is stored (uint16)."""
-    for n in names:
-        order = greedy_row_order(arrays[n + ".q"])
-        arrays[n + ".q"] = np.ascontiguousarray(arrays[n + ".q"][order.astype(np.int64)])
-        arrays[n + ".perm"] = order
-        entries[n]["perm"] = True
-
-
-def mixed_streams(qs: QuantizedState, qcfg: QuantConfig) -> tuple[dict, dict, list[Stream], dict[str, dict]]:
-    """(stored arrays, entries, streams, layout probe sizes by stream label) of a mixed-scheme state."""
-    arrays, entries = dict(qs.arrays), {n: dict(e) for n, e in qs.entries.items()}
-    streams, probes, taken = [], {}, set()
-    for group in CODE_GROUPS:
-        names = code_tensors(entries, group)
-        if not names:
-            continue
-        if qcfg.transform == "reorder":
-            _apply_reorder(arrays, entries, names)
-        layout, probes[f"q.{group}"] = _choose_layout(arrays, names, _layouts(qcfg))
-        for n in names:
-            arrays[n + ".q"] = apply_layout(arrays[n + ".q"], layout)
-            entries[n]["layout"] = layout
-        streams.append(
-            Stream(qcfg.compressor, [n + ".q" for n in names], _code_transforms(qcfg, entries, names), f"q.{group}")
-        )
-        taken.update(n + ".q" for n in names)
-    rest = sorted(n for n in arrays if n not in taken)
-    half = [n for n in rest if arrays[n].dtype == np.float16]
-    shuffle = ("none", "shuffle2") if qcfg.transform in ("auto", "shuffle") else ("none",)
-    streams.append(Stream(qcfg.compressor, half, shuffle, "fp16"))
-    other = [n for n in rest if arrays[n].dtype != np.float16]
-    if other:
-        streams.append(Stream(qcfg.compressor, other, ("none",), "other"))
-    return arrays, entries, streams, probes
-
-
 def _codec_totals(size: int, reports: list[StreamReport]) -> dict[str, int]:
     """Artifact bytes had every stream used codec c (best transform/layout for c), measured."""
     header = size - sum(r.stored for r in reports)
     totals: dict[str, int] = {}
-    for codec in AUTO_CODECS:
+    for codec in auto_codecs():
         best = []
         for r in reports:
             sizes = [v for k, v in r.trials.items() if k.endswith("+" + codec)]
@@ -195,7 +118,7 @@ def probe_codecs(raw: bytes, transforms: tuple[str, ...], size: int) -> list[Cod
         if tname.startswith("bitpack") and not bitpack_fits(raw, int(tname[7:])):
             continue
         mid = apply_byte_transform(sample, tname)
-        for codec in AUTO_CODECS:
+        for codec in auto_codecs():
             t0 = time.perf_counter()
             n = len(compress(mid, codec))
             out.append(CodecProbe(tname, codec, n * scale, (time.perf_counter() - t0) * scale))
@@ -254,11 +177,7 @@ def pack(
     `code_bytes` given, an artifact whose total exceeds quant.size_cap_bytes is refused
     (SizeCapError; the file is renamed *.over_cap)."""
     t0 = time.perf_counter()
-    if qcfg.scheme == "int8":
-        arrays, entries = qs.arrays, qs.entries
-        streams = [Stream(qcfg.compressor, sorted(arrays), ("none",), "all")]
-    else:
-        arrays, entries, streams, _ = mixed_streams(qs, qcfg)
+    arrays, entries, streams, _ = scheme_for(qcfg.scheme).streams(qs, qcfg)
     streams, predicted = sample_auto_streams(arrays, streams, qcfg)
     meta = {"format": ARTIFACT_QUANT_FORMAT, "model": model_cfg, "scheme": qcfg.scheme, "entries": entries}
     size, reports = write_artifact_report(path, arrays, meta, streams)

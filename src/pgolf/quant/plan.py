@@ -24,8 +24,7 @@ weights yet) spans the shapes seen on trained weights, the record's included
 from __future__ import annotations
 
 import math
-import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +34,8 @@ from pgolf.core.constants import SIZE_CAP_BYTES
 from pgolf.core.roles import QUANT_GROUPS
 from pgolf.quant.container import read_header
 from pgolf.quant.lowbit import DEFAULT_PERCENTILE, qmax
-from pgolf.quant.mixed import FP16_BITS, group_bits_and_k, treatment
-from pgolf.quant.pack import pack
-from pgolf.quant.schemes import QuantizedState
+from pgolf.quant.mixed import group_bits_and_k, treatment
+from pgolf.quant.registry import scheme_for
 
 # What the planner needs of a model: parameter name -> (shape, quantization group), in state-dict
 # order (pgolf.model.inventory.param_specs gives it; the planner never builds a model itself).
@@ -62,10 +60,6 @@ FP16_STREAM_RATIO = 0.69
 FP16_WEIGHT_RATIO = 0.87
 # Compressed bits per LQER factor code (int4 codes, rank 4, top 3): 11,264 codes -> 4,375 bytes.
 LQER_CODE_BITS = 3.1
-# Official int8+zlib: compressed / raw payload on the official 8xH100 baseline (15,815,847 bytes of a
-# 17,178,912-byte payload). CPU-trained proxies compress better (0.744 on the benchmark model), so
-# int8 predictions for them run high.
-INT8_ZLIB_RATIO = 0.92
 ARRAY_SUFFIXES = (".q", ".s", ".lqa", ".lqas", ".lqb", ".lqbs", ".perm")
 BETA_FLOOR = 0.5  # heaviest shape `fit_beta` returns (Laplace is 1)
 # The heaviest effective shape seen on trained weights: PR #1855's published model bytes (seed 42,
@@ -236,78 +230,6 @@ def _group_of(groups: dict[str, str], name: str) -> str:
     return groups[name]
 
 
-def _lqer_choice(layout: Layout, qcfg: QuantConfig) -> list[str]:
-    """The planner's guess of the LQER tensors: the lqer_top_k largest quantized matrices."""
-    if not qcfg.lqer_rank:
-        return []
-    intq = [n for n, (s, g) in layout.items() if treatment(g, s, True, qcfg) == "intq"]
-    return sorted(intq, key=lambda n: (-sum(layout[n][0]), n))[: qcfg.lqer_top_k]
-
-
-def _planned_state(layout: Layout, qcfg: QuantConfig) -> QuantizedState:
-    """Zero arrays with the names, dtypes and shapes the mixed scheme will store (LQER on the
-    lqer_top_k largest matrices), for an exact header size."""
-    qs = QuantizedState()
-    lqer = set(_lqer_choice(layout, qcfg))
-    for name, (shape, group) in layout.items():
-        kind = treatment(group, shape, True, qcfg)
-        entry = {"kind": kind, "dtype": "float32", "shape": list(shape)}
-        if kind == "raw":
-            qs.arrays[name] = np.zeros(shape, dtype=np.float16)
-        elif kind == "int8_tensor":
-            qs.arrays[name + ".q"], qs.arrays[name + ".s"] = np.zeros(shape, np.int8), np.zeros((), np.float32)
-        else:
-            bits, _ = group_bits_and_k(qcfg, group)
-            entry.update(bits=bits, group=group)
-            qs.arrays[name + ".q"], qs.arrays[name + ".s"] = np.zeros(shape, np.int8), np.zeros(shape[0], np.float16)
-            if name in lqer:
-                entry["lqer"] = qcfg.lqer_rank
-                for part, rows in (("lqa", shape[0]), ("lqb", shape[1])):
-                    qs.arrays[f"{name}.{part}"] = np.zeros((qcfg.lqer_rank, rows), np.int8)
-                    qs.arrays[f"{name}.{part}s"] = np.zeros(qcfg.lqer_rank, np.float16)
-        qs.entries[name] = entry
-    return qs
-
-
-def planned_header_bytes(model_cfg: ModelConfig, layout: Layout, qcfg: QuantConfig) -> tuple[int, int]:
-    """(header bytes, stream count) of the artifact the real packer writes for this config."""
-    qs = _planned_state(layout, qcfg)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "plan.pglf"
-        pack(qs, asdict(model_cfg), replace(qcfg, compressor="zlib", transform="none"), path)
-        header = read_header(path)
-    return int(header["header_bytes"]), len(header["streams"])
-
-
-def _tensor_bytes(group: str, shape: tuple[int, ...], qcfg: QuantConfig, beta: float | None = None) -> float:
-    """Predicted compressed bytes of one tensor under the mixed scheme (LQER not included)."""
-    kind = treatment(group, shape, True, qcfg)
-    numel = int(np.prod(shape, dtype=np.int64))
-    if kind == "raw":
-        return numel * 2.0 * (FP16_WEIGHT_RATIO if numel > qcfg.keep_float_max_numel else FP16_STREAM_RATIO)
-    if kind == "int8_tensor":
-        return numel + 4.0
-    bits, k = group_bits_and_k(qcfg, group)
-    beta = beta or GENNORM_BETA.get(group, 2.0)
-    return intq_bytes(shape[0], shape[1], bits, clip_sigmas(qcfg, bits, k, shape[1], beta), group, beta)
-
-
-def _int8_tensor_bytes(group: str, shape: tuple[int, ...], qcfg: QuantConfig) -> float:
-    """Official int8 scheme: small tensors raw (control fp32, others fp16), large ones int8 + fp16
-    row scales (fp32 scalar scale if not 2-D), times the measured zlib ratio."""
-    n = int(np.prod(shape, dtype=np.int64))
-    if n <= qcfg.keep_float_max_numel:
-        raw = n * (4 if group == "control" else 2)
-    else:
-        raw = n + (2 * shape[0] if len(shape) == 2 else 4)
-    return raw * INT8_ZLIB_RATIO
-
-
-def _group_width(qcfg: QuantConfig, group: str) -> str:
-    bits, _ = group_bits_and_k(qcfg, group)
-    return "fp16" if bits >= FP16_BITS else f"int{bits}"
-
-
 def predict_table(
     model_cfg: ModelConfig,
     layout: Layout,
@@ -321,30 +243,15 @@ def predict_table(
     params: dict[str, int] = {}
     nbytes: dict[str, float] = {}
     widths: dict[str, set] = {}
+    scheme = scheme_for(qcfg.scheme)
     for shape, g in layout.values():
         params[g] = params.get(g, 0) + int(np.prod(shape, dtype=np.int64))
-        if qcfg.scheme == "int8":
-            nbytes[g] = nbytes.get(g, 0.0) + _int8_tensor_bytes(g, shape, qcfg)
-            widths.setdefault(g, set()).add("int8" if np.prod(shape) > qcfg.keep_float_max_numel else "float")
-            continue
-        nbytes[g] = nbytes.get(g, 0.0) + _tensor_bytes(g, shape, qcfg, (betas or {}).get(g))
-        kind = treatment(g, shape, True, qcfg)
-        widths.setdefault(g, set()).add(_group_width(qcfg, g) if kind == "intq" else "fp16")
-    header = 0
-    if qcfg.scheme != "int8":
-        header, _ = planned_header_bytes(model_cfg, layout, qcfg)
-        _add_lqer(layout, qcfg, nbytes)
+        nbytes[g] = nbytes.get(g, 0.0) + scheme.tensor_bytes(g, shape, qcfg, (betas or {}).get(g))
+        widths.setdefault(g, set()).add(scheme.tensor_width(g, shape, qcfg))
+    header = scheme.planned_extra_bytes(model_cfg, layout, qcfg, nbytes)
     table = SizeTable(_rows_from(params, nbytes, widths), header, 0, code_bytes, qcfg.size_cap_bytes, predicted=True)
     table.artifact_bytes = int(round(header + sum(r.bytes for r in table.rows)))
     return table
-
-
-def _add_lqer(layout: Layout, qcfg: QuantConfig, nbytes: dict[str, float]) -> None:
-    """LQER factors of the lqer_top_k largest matrices (the planner's guess of which gain most)."""
-    for name in _lqer_choice(layout, qcfg):
-        shape, g = layout[name]
-        codes = qcfg.lqer_rank * sum(shape)
-        nbytes[g] = nbytes.get(g, 0.0) + codes * LQER_CODE_BITS / 8.0 + 4.0 * qcfg.lqer_rank * FP16_STREAM_RATIO
 
 
 def predict_bytes(model_cfg: ModelConfig, layout: Layout, qcfg: QuantConfig) -> int:
@@ -413,7 +320,7 @@ def predict_range(
     no shape term: its point estimate twice."""
     if point is None:
         point = predict_table(model_cfg, layout, qcfg).artifact_bytes
-    if qcfg.scheme == "int8":
+    if not scheme_for(qcfg.scheme).shape_term:
         return point, point
     low = predict_table(model_cfg, layout, qcfg, betas={g: RECORD_BETA for g in QUANT_GROUPS}).artifact_bytes
     return min(low, point), int(round(point * (1.0 + PLAN_HIGH_MARGIN)))

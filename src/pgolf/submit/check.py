@@ -182,7 +182,7 @@ def check_isolation(cfg: RunConfig) -> CheckResult:
     """Train the recipe briefly and prove no forward pass outside the scorer saw validation data."""
     from pgolf.core.runlog import RunLog
     from pgolf.data.source import load_val_data, resolve_data
-    from pgolf.submit.finalize import finalize
+    from pgolf.finish.finalize import finalize
     from pgolf.train.trainer import run_training
 
     with tempfile.TemporaryDirectory(prefix="pgolf-check-") as tmp:

@@ -11,6 +11,7 @@ from pgolf.model.inventory import flops_per_token, params_by_group, quant_layout
 from pgolf.model.memory import GIB, estimate_train_memory
 from pgolf.quant.capfit import cap_target_bytes
 from pgolf.quant.plan import format_table, predict_range, predict_table
+from pgolf.quant.registry import scheme_for
 from pgolf.submit.export import exported_code_bytes
 
 
@@ -85,8 +86,8 @@ WD_LEVER_FRAC = -45 / 520_349
 def clip_levers(m, q, pred: int) -> str:
     """Bytes the planner predicts each group's SDClip k buys per +0.5 (a coarser grid: fewer bytes,
     more rounding error) — the cheapest size lever after pruning."""
-    if q.scheme != "mixed" or q.clip != "sdclip":
-        return "levers: (SDClip levers apply to the mixed scheme with clip=sdclip)"
+    if "clip" not in scheme_for(q.scheme).fields or q.clip != "sdclip":
+        return f"levers: (SDClip levers apply to schemes with per-group clips, clip=sdclip; not {q.scheme})"
     layout, parts = quant_layout(m), []
     for group in ("attn", "mlp", "embed", "hash"):
         field = f"{group}_clip_sigmas"
@@ -99,7 +100,7 @@ def clip_levers(m, q, pred: int) -> str:
 
 def wd_lever(cfg: RunConfig, pred: int) -> str:
     """The Muon weight-decay lever (WD_LEVER_FRAC of the predicted artifact per +WD_STEP)."""
-    if cfg.quant.scheme != "mixed":
+    if not scheme_for(cfg.quant.scheme).shape_term:
         return ""
     return f" train.muon_weight_decay+{WD_STEP:g}:{round(pred * WD_LEVER_FRAC):+d}B(measured_on_proxy)"
 
@@ -117,7 +118,7 @@ def cap_fit_plan(pred: int, code: int, groups: dict[str, int], q, high: int) -> 
     limit = cap_target_bytes(q, code)
     if high <= limit:  # high >= pred
         return f"cap_fit:not_needed target_bytes:{limit + code} headroom:{limit - pred}"
-    if q.scheme != "mixed":
+    if not scheme_for(q.scheme).fits_cap:
         return f"cap_fit:unavailable ({q.scheme} scheme) over_by:{pred - limit}: the run would be refused at the end"
     quantized = sum(v for k, v in groups.items() if k != "control")
     share = {

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 from pgolf.core.config import RunConfig
-from pgolf.submit.finalize import Summary
+from pgolf.finish.summary import Summary
 from pgolf.submit.submitfolder import SubmitOptions, assemble, infer_track
 
 RECORDS_ROOT = Path("records")

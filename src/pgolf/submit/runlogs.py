@@ -1,9 +1,9 @@
-"""Reading finished runs back: summary.json (written by pgolf.submit.finalize) and the golf-style
+"""Reading finished runs back: summary.json (written by pgolf.finish.finalize) and the golf-style
 train logs (logs/<RUN_ID>.txt), so the seeds table, `pgolf compare`, `pgolf submit` and `pgolf plot`
 agree on what a run scored. The log is the evidence a record folder ships, so its lines are parsed
 here rather than trusted from the summary alone.
 
-Log lines read (written by pgolf.train.trainer and pgolf.submit.finalize):
+Log lines read (written by pgolf.train.trainer and pgolf.finish.finalize):
     {"data": ..., "seed": ...}                         first line: the run's config as JSON
     step:12/100 train_loss:3.1234 train_time:1234ms step_avg:102.83ms
     step:12/100 val_loss:3.0000 val_bpb:1.7000 train_time:1234ms step_avg:...
@@ -128,7 +128,7 @@ class RunResult:
     """One finished run as summary.json records it."""
 
     run_dir: Path
-    summary: dict  # the Summary fields (pgolf.submit.finalize.Summary)
+    summary: dict  # the Summary fields (pgolf.finish.finalize.Summary)
     config: dict  # the RunConfig as a nested dict
     history: list = field(default_factory=list)
 

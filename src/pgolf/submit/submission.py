@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pgolf.core.config import RunConfig, apply_env, apply_mapping
 from pgolf.core.runtime import shutdown
-from pgolf.submit.finalize import finalize
+from pgolf.finish.finalize import finalize
 from pgolf.train.trainer import run_training
 
 EMBEDDED_CONFIG: dict = {}  # filled in by `pgolf export`

@@ -5,6 +5,8 @@
         submission.json    the official fields (author, github_id, name, blurb, date, val_loss,
                            val_bpb, bytes_total, bytes_code) + track, seeds, seed_results
         train_gpt.py       the compact export of the recipe (what the code bytes count)
+        train_gpt_readable.py  the same program as plain source, comments kept (not counted;
+                           what a reviewer reads)
         train_seed<S>.log  every seed's train log, verbatim
         requirements.txt   every third-party import of train_gpt.py, as PyPI names
         train_loss.png, val_bpb.png, size.png   curves (pgolf.submit.plots) and where the bytes go
@@ -22,25 +24,32 @@ run without the official cap.
 
 from __future__ import annotations
 
-import ast
 import datetime as _dt
 import json
 import math
 import re
 import shlex
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pgolf.core.config import RunConfig, apply_mapping, config_to_dict, model_config_from_dict
-from pgolf.core.constants import SIZE_CAP_BYTES
+from pgolf.core.constants import SIZE_CAP_BYTES, pip_name
 from pgolf.core.errors import ConfigError, PgolfError, UsageError
 from pgolf.core.presets import get_preset, naive_baseline
+from pgolf.submit.bundle import third_party_modules
 from pgolf.submit.compare import Comparison, Sample, compare_samples, format_comparison, load_side, split_specs
-from pgolf.submit.export import SCRIPT_NAME, export_script, exported_code_bytes, readable_bundle, submission_config
+from pgolf.submit.export import (
+    READABLE_NAME,
+    SCRIPT_NAME,
+    bundle_sources,
+    export_script,
+    exported_code_bytes,
+    readable_bundle,
+    submission_config,
+)
 from pgolf.submit.plots import log_for_spec, plot_runs
 from pgolf.submit.runlogs import RunResult, TrainLog, find_run_log, load_run, parse_train_log
 from pgolf.submit.seeds import flatten_config, recipe_differences, recipe_of
@@ -56,15 +65,6 @@ TRACK_TITLES = {
     "unlimited": "non-record submission, unlimited compute track (16 MB)",
 }
 RECORD_WALLCLOCK_S = 600.0
-# Import name -> PyPI distribution, where they differ (the rest are the same name).
-PYPI_NAMES = {
-    "yaml": "PyYAML",
-    "sklearn": "scikit-learn",
-    "PIL": "Pillow",
-    "cv2": "opencv-python",
-    "google": "protobuf",
-    "flash_attn_interface": "flash_attn_3",
-}
 _SCORE_TOL = 5e-8  # logs print scores with 8 decimals
 
 
@@ -234,25 +234,14 @@ def infer_track(cfg: RunConfig) -> str:
 # ---------------------------------------------------------------- the files
 
 
-def third_party_imports(source: str) -> list[str]:
-    """Top-level names of the non-standard-library modules a Python source imports (anywhere)."""
-    names = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return sorted(n for n in names if n not in sys.stdlib_module_names and n not in ("__future__", "pgolf"))
-
-
 def requirements_text(cfg: RunConfig) -> str:
     """requirements.txt for the exported script: one PyPI name per third-party import, with the
     version this machine ran as a comment (torch's build differs between CPU and CUDA machines)."""
     from importlib import metadata
 
     lines = ["# Third-party imports of train_gpt.py (parsed from its bundle); versions this run used in comments."]
-    for name in third_party_imports(readable_bundle(submission_config(cfg), specialized=True)):  # what ships
-        dist = PYPI_NAMES.get(name, name)
+    for name in third_party_modules(bundle_sources(submission_config(cfg))[0]):  # what ships
+        dist = pip_name(name)
         try:
             version = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -621,6 +610,7 @@ def assemble(specs: list[str], opts: SubmitOptions) -> Path:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     code_tmp.replace(folder / SCRIPT_NAME)
+    (folder / READABLE_NAME).write_text(readable_bundle(submission_config(cfg)), encoding="utf-8")
     for ev in evidence:
         shutil.copyfile(ev.log.path, folder / f"train_seed{ev.seed}.log")
     (folder / "requirements.txt").write_text(requirements_text(cfg))

@@ -12,6 +12,7 @@ import time
 
 from pgolf.core.runtime import sync_device
 from pgolf.eval.scoring import evaluate
+from pgolf.quant.registry import scheme_for
 from pgolf.train.schedules import training_cap_ms
 
 
@@ -53,7 +54,7 @@ def plan_seconds(s, step_s: float | None, tokens_per_s: float) -> dict[str, floa
     vals = (steps // t.val_loss_every if t.val_loss_every > 0 else 0) + 1 + (1 if t.ema_decay > 0 else 0)
     window = e.eval_seq_len or t.train_seq_len
     sliding = (targets / e.stride) * window / tokens_per_s if (e.stride and e.final_sliding and tokens_per_s) else 0.0
-    calib = q.gptq_time_budget_s if (q.scheme == "mixed" and q.gptq) else 0.0
+    calib = q.gptq_time_budget_s if (scheme_for(q.scheme).uses_hessians and q.gptq) else 0.0
     return {
         "train": train,
         "validation": vals * one_eval,

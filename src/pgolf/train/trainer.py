@@ -1,5 +1,5 @@
 """Training: set-up, warm-up (undone), the step loop with the official wall-clock semantics,
-periodic validation, checkpoints, then finalisation (pgolf.submit.finalize).
+periodic validation, checkpoints, then finalisation (pgolf.finish.finalize).
 
 Same as the official script: grad_accum = 8 // world_size micro-steps per optimizer step so the
 result does not depend on the GPU count; the training clock excludes validation; when the clock
@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from pgolf.core.config import ConfigError, RunConfig, config_to_dict, validate
+from pgolf.core.config import ConfigError, RunConfig, config_to_dict
 from pgolf.core.errors import PgolfError
 from pgolf.core.progress import is_tty
 from pgolf.core.runlog import RunLog
@@ -40,6 +40,7 @@ from pgolf.model.attention import attention_log_line
 from pgolf.model.fp8 import enable_fp8
 from pgolf.model.gpt import GPT
 from pgolf.model.weights import load_matching
+from pgolf.quant.registry import validate_config
 from pgolf.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pgolf.train.compile import compile_enabled, compile_model, compile_note, compiled_graphs
 from pgolf.train.eta import log_plan
@@ -148,7 +149,7 @@ def cpu_threads(requested: int) -> tuple[int, str]:
 def setup(cfg: RunConfig, resume: bool = False, overwrite: bool = False, fetch_data=None) -> Session:
     """Runtime, run folder (locked), logging, data, model, optimizers, loader. A failure during
     set-up removes the run folder and log it had just created."""
-    validate(cfg)
+    validate_config(cfg)
     rt = init_runtime(cfg.device)
     threads_note = ""
     if rt.device.type == "cpu":
