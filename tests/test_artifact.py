@@ -63,10 +63,26 @@ def test_roundtrip_bit_exact_and_deterministic():
 
 
 def test_report_lists_every_candidate():
-    _, reports = encode_artifact_report(
-        sample_arrays(), {}, [Stream("auto", list(sample_arrays()), ("none", "shuffle2"), "all")]
-    )
-    assert len(reports[0].trials) == 8 and reports[0].stored == min(reports[0].trials.values())
+    """Every (transform, codec) candidate is reported at the size its library gives for those bytes
+    (the stream's raw bytes, little-endian C order, byte-shuffled by hand for shuffle2), and the
+    smallest is stored."""
+    import lzma
+
+    import brotli
+    import zstandard
+
+    arrays = sample_arrays()
+    raw = b"".join(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes() for a in arrays.values())
+    shuffled = np.frombuffer(raw[: len(raw) // 2 * 2], np.uint8).reshape(-1, 2).T.tobytes() + raw[len(raw) // 2 * 2 :]
+    want = {}
+    for tname, data in (("none", raw), ("shuffle2", shuffled)):
+        want[f"{tname}+zlib"] = len(zlib.compress(data, 9))
+        want[f"{tname}+zstd"] = len(zstandard.ZstdCompressor(level=22).compress(data))
+        want[f"{tname}+brotli"] = len(brotli.compress(data, quality=11))
+        want[f"{tname}+lzma"] = len(lzma.compress(data, format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME))
+    _, reports = encode_artifact_report(arrays, {}, [Stream("auto", list(arrays), ("none", "shuffle2"), "all")])
+    assert reports[0].trials == want
+    assert reports[0].stored == min(want.values())
 
 
 def test_every_truncation_is_rejected():

@@ -239,6 +239,32 @@ def test_budget_refuses_a_plan_over_it_unless_research_mode():
         evaluate_documents(model, tokens, make_tables(), ecfg(ttt=True, ttt_rank=4, time_budget_s=1e-6), 32, BOS)
 
 
+def test_a_budget_below_the_plan_is_met_by_a_fitted_plan():
+    """Issue 25: a budget under the configured plan's prediction gets the strongest plan along the
+    fit ladder predicted inside FIT_MARGIN of it (logged with what changed); its measured time is
+    inside the budget and it scores no worse than sliding-window scoring of the same tokens."""
+    from pgolf.eval.fit import FIT_MARGIN, fit_to_budget
+    from pgolf.eval.scoring import evaluate
+
+    model = make_model()
+    doc = make_stream(n_docs=1, seed=5, lo=60, hi=61)[:-1]
+    tokens = torch.cat([make_stream(n_docs=12, seed=3)[:-1], doc, doc, torch.tensor([BOS])]).to(torch.int32)
+    full = ecfg(ttt=True, ttt_rank=4, ttt_chunk=4, ttt_phase_docs="6", tilt_order=8, tilt_min_order=2)
+    cost = plan_cost(model, resolve(full, tokens, 32, BOS), 1, "cpu", None)
+    plain = plan_cost(model, resolve(ecfg(tilt_order=8, tilt_min_order=2), tokens, 32, BOS), 1, "cpu", None)
+    assert plain.predicted_s < FIT_MARGIN * cost.predicted_s  # TTT is what costs here
+    budget = max(plain.predicted_s / FIT_MARGIN * 1.5, cost.predicted_s / 2)
+    full.time_budget_s = budget
+    lines = []
+    fitted, fitted_cost = fit_to_budget(model, full, tokens, 32, BOS, 1, "cpu", None, lines.append)
+    assert fitted != full and fitted_cost.predicted_s <= FIT_MARGIN * budget
+    assert any(line.startswith("eval_plan:fitted") and "->" in line for line in lines), lines
+    res = evaluate_documents(model, tokens, make_tables(), full, 32, BOS, log=lines.append)
+    assert res.seconds["total"] <= budget and not res.over_budget
+    sliding = evaluate(model, tokens, make_tables(), window=32, stride=8, batch_seqs=4, device="cpu")
+    assert res.score.val_bpb <= sliding.val_bpb + 1e-9
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_score_like_one(tmp_path):
     """Documents split across 2 ranks (TTT, a global phase, tilt): the same score as 1 process."""

@@ -270,17 +270,21 @@ def test_different_tokens_warn_that_nats_do_not_compare():
 
 
 def test_leaderboard_entries_are_consistent_and_say_what_is_derived():
-    top = leaderboard_entry("leaderboard:top")
-    assert top.pr == 2135 and top.loss_derived and "not published" in top.note
-    assert np.mean(top.val_bpb) == pytest.approx(1.05650768, abs=1e-8)
-    assert np.mean(top.val_loss) == pytest.approx(2.31203, abs=1e-8)
-    merged = leaderboard_entry("leaderboard:1855")
-    assert not merged.loss_derived and np.mean(merged.val_bpb) == pytest.approx(1.06107587, abs=1e-8)
-    assert np.mean(merged.val_loss) == pytest.approx(2.32202732, abs=1e-8)
-    ratios = np.array(merged.val_loss) / np.array(merged.val_bpb)  # one constant per validation set
-    assert ratios.max() - ratios.min() < 1e-6
-    naive = leaderboard_entry("leaderboard:naive")
-    assert naive.seeds == (1337,) and naive.val_bpb == (1.22436570,)
+    """Checked against sources other than the per-seed numbers typed in leaderboard.py: the headline
+    scores of the challenge (../shared/CHALLENGE.md, the brief: 1.2244, 1.06108, 1.05651), the
+    #2135 PR's published sample std of val_loss (0.00077803), and physics: val_loss / val_bpb =
+    ln 2 x bytes / tokens is one constant per validation set and tokenizer, so #2135's derived
+    losses must carry #1855's measured ratio (both score the same sp8192 CaseOps validation set)."""
+    top, merged, naive = (leaderboard_entry(f"leaderboard:{k}") for k in ("top", "1855", "naive"))
+    assert round(float(np.mean(naive.val_bpb)), 4) == 1.2244
+    assert round(float(np.mean(merged.val_bpb)), 5) == 1.06108
+    assert round(float(np.mean(top.val_bpb)), 5) == 1.05651
+    assert top.pr == 2135 and top.loss_derived and "not published" in top.note and not merged.loss_derived
+    merged_ratio = np.array(merged.val_loss) / np.array(merged.val_bpb)
+    assert merged_ratio.max() - merged_ratio.min() < 1e-6  # one constant per validation set
+    top_ratio = np.array(top.val_loss) / np.array(top.val_bpb)
+    assert abs(top_ratio.mean() - merged_ratio.mean()) < 2e-4  # rounding of the published 2.31203
+    assert float(np.std(top.val_loss, ddof=1)) == pytest.approx(0.00077803, abs=5e-6)
     assert set(LEADERBOARD) == {"naive", "1855", "2135"}
     with pytest.raises(UsageError):
         leaderboard_entry("leaderboard:nope")

@@ -17,68 +17,69 @@ from pgolf.quant.schemes import quantize
 from pgolf.train.optim import build_optimizers, split_params
 from test_model import OPTION_SETS, small
 
-# The name-substring rules pgolf used before roles existed (model.CONTROL_PATTERNS, the size
-# tables' GROUP_RULES, the optimizer's split). Roles must reproduce them on every option set, so
-# the switch changed no optimizer group and no stored byte.
-LEGACY_CONTROL = (
-    "attn_scale",
-    "mlp_scale",
-    "resid_mix",
-    "q_gain",
-    "skip_weight",
-    "skip_gates",
-    "smear_gate",
-    "smear_lambda",
-    "lane_post",
-    "lane_resid",
-    "vres_gate",
-    "bigram_scale",
-    "ve_scale",
-    "attn_gate",
-    "softcap_pos",
-    "softcap_neg",
-)
-LEGACY_GROUPS = (
-    ("hash", ("bigram_table", "bigram_proj", "ve_table", "ve_proj")),
-    ("embed", ("tok_emb", "lm_head")),
-    ("attn", (".attn.c_q", ".attn.c_k", ".attn.c_v", ".attn.proj")),
-    ("mlp", (".mlp.fc", ".mlp.proj")),
-)
+# The official train_gpt.py's own rules (its CONTROL_TENSOR_NAME_PATTERNS default, its optimizer
+# split and its int8 fp32-passthrough list): the oracle for the naive baseline's roles.
+OFFICIAL_CONTROL = "attn_scale,attn_scales,mlp_scale,mlp_scales,resid_mix,resid_mixes,q_gain,skip_weight,skip_weights"
 
 
-def legacy_role(name: str, ndim: int) -> Role:
-    control = any(p in name for p in LEGACY_CONTROL)
-    quant = next((g for g, keys in LEGACY_GROUPS if any(k in name for k in keys)), "control")
-    if name == "tok_emb.weight":
-        opt = "adam-embed"
-    elif name == "lm_head.weight":
-        opt = "adam-head"
-    elif name.startswith("blocks.") and ndim == 2 and not control:
-        opt = "muon"
-    elif ndim == 2 and not control:
-        opt = "adam-embed"
-    else:
-        opt = "adam-scalar"
-    return Role(opt, quant)
+def official_split(model) -> dict[str, str]:
+    """Parameter name -> optimizer as the official script assigns it (tok_emb Adam, block matrices
+    Muon, block vectors/scalars/control tensors and skip_weights Adam)."""
+    patterns = OFFICIAL_CONTROL.split(",")
+    out = {"tok_emb.weight": "adam-embed", "skip_weights": "adam-scalar"}
+    for name, p in model.blocks.named_parameters():
+        control = any(k in name for k in patterns)
+        out["blocks." + name] = "muon" if p.ndim == 2 and not control else "adam-scalar"
+    return out
+
+
+def test_naive_baseline_roles_are_the_official_split_and_fp32_list():
+    model = GPT(small())
+    roles = parameter_roles(model)
+    assert {n: r.opt for n, r in roles.items()} == official_split(model)
+    patterns = OFFICIAL_CONTROL.split(",")
+    for name, role in roles.items():  # official int8 keeps exactly these in fp32: our control group
+        assert (role.quant == "control") == any(k in name for k in patterns) or name == "skip_weights", name
 
 
 @pytest.mark.parametrize("name", sorted(OPTION_SETS))
 def test_every_parameter_has_exactly_one_role(name):
+    """For every option set: one role per parameter, and the roles follow the modules that own the
+    parameters, not their names: Muon takes exactly the weights of linear layers inside blocks;
+    every matrix group (attn/mlp/embed/hash) holds 2-D tensors; control tensors are never Muon."""
+    from pgolf.model.gpt import CastedLinear
+
     model = GPT(small(**OPTION_SETS[name]))
     roles = parameter_roles(model)
     params = dict(model.named_parameters())
     assert list(roles) == list(params)  # all of them, once each, in model order
+    block_linears = {
+        f"blocks.{i}.{n}.weight"
+        for i, b in enumerate(model.blocks)
+        for n, m in b.named_modules()
+        if isinstance(m, CastedLinear)
+    }
     for pname, role in roles.items():
         assert role.opt in OPT_GROUPS and role.quant in QUANT_GROUPS
-        assert role == legacy_role(pname, params[pname].ndim), pname
+        assert (role.opt == "muon") == (pname in block_linears), pname
+        if role.quant != "control":
+            assert params[pname].ndim == 2, pname
+        else:
+            assert role.opt != "muon", pname
     groups = split_params(model)
     assert sum(len(v) for v in groups.values()) == len(params)
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_presets_roles_on_the_meta_device(preset):
-    specs = param_specs(PRESETS[preset]().model)
-    assert specs and all(s.role == legacy_role(n, len(s.shape)) for n, s in specs.items())
+    """The meta-device inventory (no weights allocated) gives exactly the shapes and roles of the
+    model built for real on the CPU."""
+    cfg = PRESETS[preset]().model
+    specs = param_specs(cfg)
+    model = GPT(cfg)
+    real = parameter_roles(model)
+    assert specs and {n: s.role for n, s in specs.items()} == real
+    assert {n: s.shape for n, s in specs.items()} == {n: tuple(p.shape) for n, p in model.named_parameters()}
 
 
 def test_a_parameter_without_a_role_is_an_error_everywhere():

@@ -110,10 +110,17 @@ def probe_rates(model, st: Setup, device, autocast) -> dict:
     return rates
 
 
-def plan_cost(model, st: Setup, world: int, device, autocast) -> Cost:
-    """Predicted seconds of the plan on this machine (see the module docstring)."""
+def plan_cost(model, st: Setup, world: int, device, autocast, cache: dict | None = None) -> Cost:
+    """Predicted seconds of the plan on this machine (see the module docstring). `cache` keeps
+    probed rates by the shapes they depend on, for comparing several plans (pgolf.eval.fit)."""
     work = plan_work(st, world)
-    rates = probe_rates(model, st, device, autocast)
+    c = st.cfg
+    key = (st.context, min(c.doc_batch, 16), c.ttt, tuple(st.targets), c.ttt_rank, min(c.tilt_order, 4))
+    if cache is None or key not in cache:
+        rates = probe_rates(model, st, device, autocast)
+        if cache is not None:
+            cache[key] = rates
+    rates = cache[key] if cache is not None else rates
     parts = {k: (w / rates[k] if w else 0.0) for k, w in work.items()}
     return Cost(sum(parts.values()), parts, work)
 

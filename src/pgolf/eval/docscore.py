@@ -35,9 +35,9 @@ from pgolf.core.config import EvalConfig, parse_phase_docs
 from pgolf.core.progress import track
 from pgolf.data.sidecar import SidecarBytes
 from pgolf.data.tokenizer import ByteTables
-from pgolf.eval.budget import check_budget, plan_cost
 from pgolf.eval.docplan import Setup, chunk_plan, rank_docs, resolve
 from pgolf.eval.documents import Documents, length_sorted, per_target_bytes, plan_doc_windows
+from pgolf.eval.fit import fit_to_budget
 from pgolf.eval.scoring import Score
 from pgolf.eval.tilt import Hints, ngram_hints, tilted_nll
 from pgolf.eval.ttt import GlobalPhase, LoraBank, adapter_optimizer, frozen, global_phase, head_logits
@@ -248,11 +248,10 @@ def evaluate_documents(
 ) -> DocEval:
     """Score `tokens` (1-D CPU tensor, the validation stream) as configured; see the module doc."""
     device = device or next(model.parameters()).device
-    st = resolve(cfg, tokens, seq_len, bos_id)
     cost = None
-    if cfg.time_budget_s > 0 or log is not None:  # predict (untimed probe on random tokens) and enforce
-        cost = plan_cost(model, st, world_size, device, autocast)
-        check_budget(cfg, cost, log)
+    if cfg.time_budget_s > 0 or log is not None:  # predict (untimed probe on random tokens), fit to the budget
+        cfg, cost = fit_to_budget(model, cfg, tokens, seq_len, bos_id, world_size, device, autocast, log)
+    st = resolve(cfg, tokens, seq_len, bos_id)
     saved = copy.deepcopy(model.state_dict()) if st.cfg.ttt and len(st.groups) > 1 else None
     was_training = model.training
     model.eval()

@@ -62,12 +62,8 @@ FP16_WEIGHT_RATIO = 0.87
 LQER_CODE_BITS = 3.1
 ARRAY_SUFFIXES = (".q", ".s", ".lqa", ".lqas", ".lqb", ".lqbs", ".perm")
 BETA_FLOOR = 0.5  # heaviest shape `fit_beta` returns (Laplace is 1)
-# The heaviest effective shape seen on trained weights: PR #1855's published model bytes (seed 42,
-# 15,865,260, 11x512 sp8192 int6/int6/int7 k13/11.5/14 + LQER, Muon wd 0.095) are what the planner
-# predicts for the `frontier` preset with beta 1.190 in every group (seeds 0 / 1234: 1.194 / 1.202;
-# CPU proxies: attn/MLP 2.0, embeddings and hash table 1.19-1.68; benchmarks/planner_error.py,
-# benchmarks/results/planner/table.md). Effective: it also absorbs the record's coder (per-group
-# lrzip) and its int8 attention-gate rows.
+# The heaviest effective shape seen on trained weights: the beta with which the planner predicts PR
+# #1855's published model bytes for `frontier` (BENCHMARKS.md, "Planner: the record's shape").
 RECORD_BETA = 1.185  # 1.190 rounded down, so the range holds seed 42
 # The top of the dry run's range: the largest under-prediction of the point estimate on the trained
 # artifacts in benchmarks/results/planner/table.md (-0.64%, rounded up; GPTQ codes carry ~0.4% more

@@ -73,13 +73,8 @@ def memory_line(cfg: RunConfig) -> str:
 
 CLIP_STEP = 0.5  # SDClip k step of the lever report
 WD_STEP = 0.005  # Muon weight decay step of the lever report
-# Artifact bytes per +WD_STEP of train.muon_weight_decay, as a fraction of the artifact: MEASURED ON
-# THE PROXY: `pgolf train --preset frontier-cpu-proxy --iterations 200 --max-wallclock-seconds 0
-# --set threads=1 --set train.muon_weight_decay=0.095|0.100|0.105 ...`, the weights packed with
-# round-to-nearest codes, no LQER, brotli: 520,394 / 520,349 / 520,304 bytes (-45 B per +0.005,
-# while the matrices' RMS fell 1.2%: SDClip codes follow the shape, which 200 steps of extra decay
-# did not move). Commands and table: benchmarks/results/planner/levers.md. The GPU recipe (~25x the
-# steps) may move the shape further: not measured.
+# Artifact bytes per +WD_STEP of train.muon_weight_decay, as a fraction of the artifact, measured on
+# the CPU proxy (BENCHMARKS.md, "Size levers": the commands, the three packs, why it is so small).
 WD_LEVER_FRAC = -45 / 520_349
 
 
