@@ -107,6 +107,7 @@ def test_missing_data_says_what_to_do(tmp_path, capsys, monkeypatch):
     assert code == 2 and "DATA_PATH" in line and "pgolf data download" in line
 
 
+@pytest.mark.slow
 def test_tampered_artifact_is_rejected(tiny_dataset, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data, tok = tiny_dataset
@@ -121,6 +122,7 @@ def test_tampered_artifact_is_rejected(tiny_dataset, tmp_path, capsys, monkeypat
     assert code == 2 and art.name in line and ("sha256" in line or "checksum" in line)
 
 
+@pytest.mark.slow
 def test_dry_run_prints_params_size_and_flops(capsys):
     code, out, _ = run_cli(capsys, ["train", "--preset", "frontier", "--dry-run"])
     assert (

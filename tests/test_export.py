@@ -100,6 +100,7 @@ def test_no_package_module_has_the_comprehension_hazard():
         assert sibling_comprehension_hazard(path.read_text(encoding="utf-8")) is None, path
 
 
+@pytest.mark.slow
 def test_no_shipped_module_has_the_comprehension_hazard():
     for name, text in compact_sources(frontier()).items():
         assert sibling_comprehension_hazard(text) is None, name
@@ -117,6 +118,7 @@ def test_readable_bundle_parses_and_runs_the_entry_point():
     assert "SOURCES['pgolf.model.gpt'] = r" in text and text.rstrip().endswith("submission_main()")
 
 
+@pytest.mark.slow
 def test_compact_size_is_the_literal_file_size(tmp_path):
     cfg = frontier()
     n = export_script(submission_config(cfg), tmp_path / "train_gpt.py")
@@ -243,7 +245,7 @@ def test_bundle_ships_only_what_the_run_reaches_and_checks_its_libraries():
     for absent in (
         "def download_variant",
         "def plot_table",
-        "def describe",
+        "def describe(",
         "def build_shards",
         "def main(",
         "def bench_proxy",
@@ -261,6 +263,7 @@ def test_bundle_ships_only_what_the_run_reaches_and_checks_its_libraries():
     assert {"torch", "numpy", "sentencepiece", "safetensors", "zstandard", "brotli"} <= set(mods)
 
 
+@pytest.mark.slow
 def test_exported_script_fails_fast_on_a_missing_library(tmp_path):
     """A missing library is reported before any work (it used to fail only when saving)."""
     script = tmp_path / "train_gpt.py"
@@ -328,6 +331,7 @@ def test_pgolf_run_writes_a_record_folder(tiny_dataset, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_code_size_cache_is_keyed_and_survives_a_bad_entry(tmp_path, monkeypatch):
     """Sizes are cached on disk by config + package sources; an unreadable entry is recomputed."""
     from pgolf.submit import export

@@ -59,6 +59,7 @@ def test_projection_from_measured_pieces():
     assert gpu_check.projection({"step": {"status": "timeout"}}) is None
 
 
+@pytest.mark.slow
 def test_stage_selection_runs_only_those_and_writes_partial_json(tmp_path):
     proc, results = run(tmp_path, "--stages", "memory,attention")
     assert [k for k in results if k in ORDER] == ["attention", "memory"]  # the order of value, not of the flag

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 
 from pgolf.core.config import ModelConfig, RunConfig
@@ -82,6 +83,7 @@ def test_cuda_policy_traces_relu_squared_in_fp32():
     assert bf16 < fp32
 
 
+@pytest.mark.slow
 def test_compiled_partition_saves_less_than_eager():
     cfg = tiny()
     eager = M.estimate_train_memory(cfg, 4, 128)

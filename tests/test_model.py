@@ -268,6 +268,7 @@ def test_learned_asymmetric_softcap_bounds_logits():
     assert model.softcap_pos.requires_grad and model.softcap_neg.requires_grad
 
 
+@pytest.mark.slow
 def test_lookup_table_gradients_are_bit_reproducible_with_threads():
     """BigramHash / value-embedding rows repeated in a batch accumulate their gradients in a fixed
     order: two identical backward passes on 2 threads give identical bits (indexing with

@@ -111,6 +111,7 @@ def test_pgolf_int8_reproduces_the_official_artifact(official):
     assert any(not torch.equal(theirs[n], state[n]) for n in state)  # quantization did change the weights
 
 
+@pytest.mark.slow
 def test_pgolf_eval_reproduces_the_official_roundtrip_score(official, sp1024_paths, capsys):
     got = pgolf_eval(official / "final_model.int8.ptz", sp1024_paths, capsys)
     assert abs(got["val_bpb"] - OFFICIAL_ROUNDTRIP["val_bpb"]) < 1e-6, got

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -56,6 +57,7 @@ def _worker(rank: int, folder: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_ranks_calibrate_and_quantize_as_one(tmp_path):
     rng = np.random.default_rng(0)
     write_shard(tmp_path / "fineweb_train_000000.bin", rng.integers(1, 96, 4000).astype(np.uint16))

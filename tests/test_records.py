@@ -148,6 +148,7 @@ def plan_for(tmp_path: Path, seeds=(1, 2, 3)) -> SeedPlan:
     )
 
 
+@pytest.mark.slow
 def test_seeds_skip_finished_resume_killed_and_restart_fresh(tmp_path):
     plan = plan_for(tmp_path)
     fake_run(tmp_path, 1, 2.80, 1.60)  # finished
@@ -176,6 +177,7 @@ def test_seeds_skip_finished_resume_killed_and_restart_fresh(tmp_path):
     assert ran == []  # everything finished: a rerun trains nothing
 
 
+@pytest.mark.slow
 def test_seeds_refuse_another_recipe_and_say_how_to_resume(tmp_path):
     plan = plan_for(tmp_path, seeds=(1,))
     other = fake_config(1)
@@ -306,6 +308,7 @@ def test_compare_cli_reads_runs_and_prints_both_rules(tmp_path, capsys, monkeypa
 # ---------------------------------------------------------------- submit
 
 
+@pytest.mark.slow
 def test_submit_writes_a_complete_folder(tmp_path):
     folder = assemble(two_seeds(tmp_path), options(tmp_path))
     assert folder == tmp_path / "records" / "track_non_record_16mb" / "2026-05-02_tiny_test"
@@ -365,6 +368,7 @@ def test_requirements_come_from_the_bundles_imports():
     assert third_party_modules({"m": src, "pgolf.x": "from pgolf.y import z\n"}) == ["numpy", "torch", "zstandard"]
 
 
+@pytest.mark.slow
 def test_uncapped_runs_are_non_record_with_hours(tmp_path):
     folder = assemble(two_seeds(tmp_path), options(tmp_path, track="unlimited", baseline=[]))
     assert folder.parent.name == "track_non_record_16mb"
@@ -374,6 +378,7 @@ def test_uncapped_runs_are_non_record_with_hours(tmp_path):
         assemble(two_seeds(tmp_path / "b"), options(tmp_path / "b", track="10min_16mb"))
 
 
+@pytest.mark.slow
 def test_submit_refuses_a_total_over_the_cap(tmp_path):
     runs = [str(fake_run(tmp_path, 1, 2.8, 1.6, artifact=15_990_000)), str(fake_run(tmp_path, 2, 2.8, 1.6))]
     with pytest.raises(SubmissionError, match="over by"):
@@ -393,6 +398,7 @@ def test_submit_refuses_missing_and_truncated_logs(tmp_path):
         assemble(runs, options(tmp_path))
 
 
+@pytest.mark.slow
 def test_submit_refuses_seeds_of_different_recipes(tmp_path):
     other = fake_config(2)
     other["train"]["matrix_lr"] = 0.05
@@ -416,6 +422,7 @@ def test_submit_refuses_a_log_whose_byte_counts_disagree(tmp_path):
         assemble(runs, options(tmp_path))
 
 
+@pytest.mark.slow
 def test_submit_cli_prints_one_line_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     fake_run(tmp_path, 1, 2.8, 1.6, artifact=16_500_000)
@@ -451,6 +458,7 @@ def test_log_parsing_keeps_the_resumed_lines(tmp_path):
     assert parsed.train[2].train_loss == 17.0 and not parsed.finished and parsed.final() == (2.5, 1.5)
 
 
+@pytest.mark.slow
 def test_plot_writes_non_empty_pngs(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     two_seeds(tmp_path)
@@ -474,6 +482,7 @@ def test_plot_writes_non_empty_pngs(tmp_path, capsys, monkeypatch):
 # ---------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_seeds_then_submit_end_to_end(tiny_dataset, tmp_path):
     """Two real tiny seeds through the CLI (subprocesses), rerun (nothing retrained), submitted."""
     data, tok = tiny_dataset

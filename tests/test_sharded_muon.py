@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -91,6 +92,7 @@ def reference(clip: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     return [p.detach() for p in params], [opt.state[p]["momentum_buffer"] for p in params[:-1]]
 
 
+@pytest.mark.slow
 def test_two_process_sharded_muon_equals_one_process(tmp_path):
     """Tolerance: without clipping the sum of two gradients halved is exact and the batched
     Newton-Schulz is the same arithmetic on each rank, so the weights are expected bit-identical

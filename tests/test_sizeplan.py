@@ -174,6 +174,7 @@ def test_size_cli_measures_and_plans(tmp_path, capsys):
         size_cli(["size"])
 
 
+@pytest.mark.slow
 def test_dry_run_report_uses_the_planner():
     cfg = RunConfig()
     cfg.quant.scheme = "mixed"
@@ -187,6 +188,7 @@ def test_dry_run_report_uses_the_planner():
     assert "train.muon_weight_decay+0.005:" in levers and "quant.mlp_clip_sigmas+0.5:" in levers
 
 
+@pytest.mark.slow
 def test_dry_run_says_whether_cap_fitting_can_fit():
     """Over the target, the plan says how much pruning it expects (point and range high end) and
     whether that is within quant.prune_max_frac; a bound too tight to fit reads False."""

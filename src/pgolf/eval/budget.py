@@ -20,7 +20,7 @@ from pgolf.core.config import EvalConfig
 from pgolf.eval.docplan import EvalBudgetError, Setup, chunk_plan, rank_docs
 from pgolf.eval.documents import length_sorted, plan_doc_windows
 from pgolf.eval.tilt import ngram_hints
-from pgolf.eval.ttt import LoraBank, frozen, head_logits
+from pgolf.eval.ttt import LoraBank, adapter_optimizer, frozen, head_logits
 
 TILT_PROBE_TOKENS = 1 << 16
 
@@ -34,41 +34,58 @@ class Cost:
     work: dict = field(default_factory=dict)  # name -> padded tokens (slowest rank)
 
 
-def window_work(st: Setup, mine: np.ndarray) -> int:
-    """Padded tokens of scoring `mine` with document windows, longest first in batches."""
+def window_work(st: Setup, mine: np.ndarray) -> tuple[int, int]:
+    """(padded tokens, forward calls) of scoring `mine` with document windows, longest first in
+    batches."""
     win = plan_doc_windows(st.docs, mine, st.context, st.cfg.stride)
     lens = win.length[length_sorted(win.length)]
     b = st.cfg.doc_batch
-    return int(sum(lens[i] * min(b, lens.size - i) for i in range(0, lens.size, b)))
+    starts = range(0, lens.size, b)
+    return int(sum(lens[i] * min(b, lens.size - i) for i in starts)), len(starts)
 
 
-def ttt_work(st: Setup, mine: np.ndarray) -> int:
-    """Padded tokens through forward+backward when TTT scores `mine` chunk by chunk."""
+def ttt_work(st: Setup, mine: np.ndarray) -> tuple[int, int]:
+    """(padded tokens through forward+backward, steps) when TTT scores `mine` chunk by chunk."""
     order = mine[length_sorted(st.docs.length[mine])]
-    total = 0
+    total = steps = 0
     for b0 in range(0, order.size, st.cfg.doc_batch):
         plans = chunk_plan(st, st.docs.length[order[b0 : b0 + st.cfg.doc_batch]])
         for k in range(max(p[0].size for p in plans)):
             lens = [p[1][k] for p in plans if k < p[0].size]
             total += max(lens) * len(lens)
-    return int(total)
+            steps += 1
+    return int(total), steps
+
+
+def _slowest(pairs: list[tuple[int, int]]) -> tuple[int, int]:
+    return max(pairs, key=lambda p: p[0])
 
 
 def plan_work(st: Setup, world: int) -> dict:
-    """Padded tokens per kind for the slowest rank."""
-    score = ttt = 0
+    """Padded tokens per kind for the slowest rank, and its forward calls / TTT steps (each also
+    pays a fixed cost: launches, the adapters' optimizer, bookkeeping)."""
+    score = ttt = score_calls = ttt_steps = 0
     for group in st.groups:
         per_rank = [rank_docs(st.docs, group, r, world) for r in range(world)]
         if st.cfg.ttt:
-            ttt += max(ttt_work(st, m) for m in per_rank)
+            tokens, steps = _slowest([ttt_work(st, m) for m in per_rank])
+            ttt, ttt_steps = ttt + tokens, ttt_steps + steps
         else:
-            score += max(window_work(st, m) for m in per_rank)
+            tokens, calls = _slowest([window_work(st, m) for m in per_rank])
+            score, score_calls = score + tokens, score_calls + calls
     glob = 0
     for group in st.groups[:-1]:
         span = int(st.docs.length[group].sum())
         glob += (span // max(st.seq_len, 1)) * st.seq_len * st.cfg.ttt_global_epochs // world
     orders = max(0, st.cfg.tilt_order - st.cfg.tilt_min_order + 1) if st.cfg.tilt_order else 0
-    return {"scoring": score, "ttt": ttt, "global": glob, "tilt": orders * st.docs.num_targets}
+    return {
+        "scoring": score,
+        "ttt": ttt,
+        "global": glob,
+        "tilt": orders * st.docs.num_targets,
+        "scoring_calls": score_calls,
+        "ttt_steps": ttt_steps,
+    }
 
 
 def _timed(fn, reps: int = 2) -> float:
@@ -79,29 +96,45 @@ def _timed(fn, reps: int = 2) -> float:
     return (time.perf_counter() - t0) / reps
 
 
+def _linear(t_small: float, n_small: int, t_big: float, n_big: int) -> tuple[float, float]:
+    """(tokens per second, fixed seconds per call) from two timed calls of different sizes."""
+    per_token = max((t_big - t_small) / max(n_big - n_small, 1), 1e-12)
+    return 1.0 / per_token, max(t_small - per_token * n_small, 0.0)
+
+
 def probe_rates(model, st: Setup, device, autocast) -> dict:
-    """Tokens per second of each kind of work, timed on random tokens of the plan's shapes."""
+    """Tokens per second of each kind of work and the fixed seconds of each call, timed on random
+    tokens: a call of the plan's shape and a one-row call, a line through both."""
     rows = max(1, min(st.cfg.doc_batch, 16))
     vocab = model.tok_emb.weight.size(0)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randint(0, vocab, (rows, st.context), generator=gen).to(device)
+    big = torch.randint(0, vocab, (rows, st.context), generator=gen).to(device)
+    small = big[:1, : min(st.context, 16)]
     ctx = autocast or nullcontext()
     rates = {}
 
-    def forward():
+    def forward(x):
         with torch.no_grad(), ctx:
             head_logits(model, model.hidden(x)[:, -64:], None)
 
-    rates["scoring"] = x.numel() / _timed(forward)
+    rates["scoring"], rates["scoring_call_s"] = _linear(
+        _timed(lambda: forward(small)), small.numel(), _timed(lambda: forward(big)), big.numel()
+    )
     if st.cfg.ttt:
         bank = LoraBank(model, st.targets, st.cfg.ttt_rank, st.cfg.ttt_alpha, rows, device)
+        opt = adapter_optimizer(bank.parameters(), st.cfg.ttt_lr, st.cfg.ttt_beta2, st.cfg.ttt_weight_decay)
 
-        def train_step():
+        def train_step(x):
+            bank.rows = torch.arange(x.size(0), device=x.device)
             with frozen(model), bank.attached(), ctx:
                 loss = head_logits(model, model.hidden(x)[:, -min(64, st.context) :], bank).float().logsumexp(-1).mean()
+            opt.zero_grad(set_to_none=True)
             loss.backward()
+            opt.step()
 
-        rates["ttt"] = x.numel() / _timed(train_step)
+        rates["ttt"], rates["ttt_step_s"] = _linear(
+            _timed(lambda: train_step(small)), small.numel(), _timed(lambda: train_step(big)), big.numel()
+        )
         rates["global"] = rates["ttt"]
     if st.cfg.tilt_order > 0:
         r = torch.randint(0, vocab, (TILT_PROBE_TOKENS,), generator=gen)
@@ -121,7 +154,10 @@ def plan_cost(model, st: Setup, world: int, device, autocast, cache: dict | None
         if cache is not None:
             cache[key] = rates
     rates = cache[key] if cache is not None else rates
-    parts = {k: (w / rates[k] if w else 0.0) for k, w in work.items()}
+    parts = {k: (work[k] / rates[k] if work[k] else 0.0) for k in ("scoring", "ttt", "global", "tilt")}
+    parts["scoring"] += work["scoring_calls"] * rates["scoring_call_s"]
+    if work["ttt_steps"]:
+        parts["ttt"] += work["ttt_steps"] * rates["ttt_step_s"]
     return Cost(sum(parts.values()), parts, work)
 
 
