@@ -45,6 +45,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from pgolf.bench.probes import (
+    attention_flops,
+    compiled,
+    doc_ids,
+    fresh_training,
+    step_phases,
+    sync,
+    time_attention,
+    timed,
+)
+from pgolf.bench.probes import training_batch as probe_batch
+
 STAGES = {  # name -> timeout (s) on the GPU, in the order they run
     "step": 150,
     "attention": 60,
@@ -100,50 +112,16 @@ def device_of(args):
     return torch.device("cuda" if args.device == "cuda" else "cpu")
 
 
-def sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device, iters: int, warmup: int = 2) -> float:
-    """Median seconds of fn() over iters runs after warmup."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
-
-
 def autocast(device):
     from pgolf.core.runtime import autocast_for
 
     return autocast_for(device)
 
 
-def doc_ids(batch: int, seq_len: int, mean_len: int, vocab: int, bos: int, seed: int = 0):
-    """Token ids with documents of log-normal lengths (FineWeb-like spread) and their lengths."""
-    import torch
-
-    rng = random.Random(seed)
-    ids = torch.randint(bos + 1, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
-    lengths = []
-    for b in range(batch):
-        t = rng.randint(0, mean_len)  # rows start mid-document
-        row = [t]
-        while t < seq_len:
-            ids[b, t] = bos
-            n = max(1, int(rng.lognormvariate(0, 1.0) * mean_len / 1.65))
-            row.append(min(n, seq_len - t))
-            t += n
-        lengths.append(row)
-    return ids, lengths
+def training_batch(cfg, tiny: bool, device):
+    """(x, y) of one micro-batch with FineWeb-like documents (what document masking sees)."""
+    B, T = micro_batch(tiny)
+    return probe_batch(cfg, B, T, device)
 
 
 def markov_tokens(n: int, vocab: int, seed: int = 0):
@@ -181,27 +159,6 @@ def nominal_peak(device) -> float | None:
         return None
     name = torch.cuda.get_device_name()
     return next((v for k, v in NOMINAL_BF16_PEAK.items() if k in name), None)
-
-
-def fresh_training(cfg, device, seed: int = 0):
-    """(base GPT, optimizers) at cfg, seeded."""
-    import torch
-
-    from pgolf.model.gpt import GPT
-    from pgolf.train.optim import build_optimizers
-
-    torch.manual_seed(seed)
-    base = GPT(cfg.model).to(device)
-    return base, build_optimizers(base, cfg.train, cfg.model.tie_embeddings)
-
-
-def training_batch(cfg, tiny: bool, device):
-    """(x, y) of one micro-batch with FineWeb-like documents (what document masking sees)."""
-
-    B, T = micro_batch(tiny)
-    ids, _ = doc_ids(B, T + 1, mean_doc(tiny), cfg.model.vocab_size, cfg.model.bos_id, seed=1)
-    ids = ids.to(device)
-    return ids[:, :T].contiguous(), ids[:, 1:].contiguous()
 
 
 class Recorder:
@@ -243,40 +200,6 @@ def stage_env(args) -> dict:
 
         out["cpu"] = platform.processor() or platform.machine()
     return out
-
-
-def step_phases(model_fn, opts, x, y, device, iters: int, warmup: int) -> tuple[float, float]:
-    """Median (forward+backward s, optimizer s) of a training step, timed apart."""
-    fb, op = [], []
-    for i in range(warmup + iters):
-        sync(device)
-        t0 = time.perf_counter()
-        with autocast(device):
-            loss = model_fn(x, y)
-        loss.backward()
-        sync(device)
-        t1 = time.perf_counter()
-        for o in opts:
-            o.step()
-            o.zero_grad(set_to_none=True)
-        sync(device)
-        if i >= warmup:
-            fb.append(t1 - t0)
-            op.append(time.perf_counter() - t1)
-    return sorted(fb)[len(fb) // 2], sorted(op)[len(op) // 2]
-
-
-def compiled(base, scope: str, device):
-    """base compiled as the trainer does (pgolf.train.compile), static shapes. On CPU only dynamo
-    runs (graph breaks, guards, recompiles): inductor's CPU codegen takes minutes there."""
-    import torch
-
-    from pgolf.train.compile import RegionalModel
-
-    backend = "inductor" if device.type == "cuda" else "eager"
-    if scope == "model":
-        return torch.compile(base, dynamic=False, backend=backend)
-    return RegionalModel(base, dynamic=False, backend=backend)
 
 
 def cold_compile(model, base, x, y, device, rec: Recorder, prefix: str = "") -> None:
@@ -402,26 +325,19 @@ def train100(cfg, tiny: bool, device, model) -> dict:
     }
 
 
-def attention_flops(lengths: list[list[int]], seq_len: int, heads: int, dh: int) -> tuple[float, float]:
-    """(doc-masked, causal) FLOPs of forward + backward (4 H Dh per attended pair forward, x3.5)."""
-    doc = sum(n * (n + 1) // 2 for row in lengths for n in row)
-    causal = len(lengths) * seq_len * (seq_len + 1) // 2
-    return 3.5 * 4 * heads * dh * doc, 3.5 * 4 * heads * dh * causal
-
-
 def stage_attention(args, rec: Recorder) -> None:
-    """Every document-masked kernel this machine has, side by side with causal SDPA; input
-    builds (cu_seqlens, block mask, dense mask) timed apart from the kernels."""
+    """Every document-masked kernel this machine has, side by side with causal SDPA
+    (pgolf.bench.probes.time_attention, what `pgolf doctor` times too); input builds (cu_seqlens,
+    block mask, dense mask) timed apart from the kernels."""
     import torch
 
-    from pgolf.model.attention import KERNEL_LABELS, attend, attention_inputs, kernel_problem, resolve_with_notice
+    from pgolf.model.attention import KERNEL_LABELS, attend, kernel_problem, resolve_with_notice
 
     device = device_of(args)
     B, T = micro_batch(args.tiny)
     H, Hk, Dh = (4, 2, 16) if args.tiny else (8, 4, 64)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    ids, lengths = doc_ids(B, T, mean_doc(args.tiny), 8192, 1)
-    ids = ids.to(device)
+    iters = 3 if args.tiny else 20
+    ids, lengths = doc_ids(B, T, min(900, T), 8192, 1)
     auto, notice = resolve_with_notice("auto", True, device.type)
     doc_flops, causal_flops = attention_flops(lengths, T, H, Dh)
     rec.update(
@@ -433,38 +349,35 @@ def stage_attention(args, rec: Recorder) -> None:
             "doc_pair_fraction": doc_flops / causal_flops,
         }
     )
-    g = torch.Generator(device=device).manual_seed(0)
-    q, k, v = (torch.randn(B, h, T, Dh, device=device, dtype=dtype, generator=g).requires_grad_() for h in (H, Hk, Hk))
-    iters = 3 if args.tiny else 20
-
-    def fwd_bwd(a):
-        attend(q, k, v, a).sum().backward()
-
-    sdpa = attention_inputs(ids, 1, False, "sdpa")
-    s = timed(lambda: fwd_bwd(sdpa), device, iters)
-    rec["sdpa-causal"] = {"ms": 1e3 * s, "tflops": causal_flops / s / 1e12}
+    causal = time_attention("sdpa", False, B, T, H, Hk, Dh, device, iters)
+    rec["sdpa-causal"] = {"ms": causal.ms, "tflops": causal.tflops}
     kernels = [
         kern for kern in ("varlen", "fa3", "fa2", "dense", "flex") if kernel_problem(kern, True, device.type) is None
     ]
     rec["kernels"] = [KERNEL_LABELS[kern] for kern in kernels]
     for kern in kernels:  # flex last: it compiles
         try:
-            build_s = timed(lambda kern=kern: attention_inputs(ids, 1, True, kern), device, iters)
-            a = attention_inputs(ids, 1, True, kern)
-            s = timed(lambda a=a: fwd_bwd(a), device, iters)
+            r = time_attention(kern, True, B, T, H, Hk, Dh, device, iters)
         except Exception as exc:  # one kernel failing must not hide the others' timings
             rec[KERNEL_LABELS[kern]] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
             continue
         rec[KERNEL_LABELS[kern]] = {
-            "ms": 1e3 * s,
-            "tflops": doc_flops / s / 1e12,
-            "input_build_ms": 1e3 * build_s,
-            "vs_sdpa_causal": s / (rec.data["sdpa-causal"]["ms"] / 1e3),
+            "ms": r.ms,
+            "tflops": r.tflops,
+            "input_build_ms": r.build_ms,
+            "vs_sdpa_causal": r.ms / causal.ms,
         }
     if "varlen" in kernels:
-        rec["varlen_capacity_ms"] = varlen_capacity_sweep(ids, fwd_bwd, device, iters)
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        g = torch.Generator(device=device).manual_seed(0)
+        q, k, v = (
+            torch.randn(B, h, T, Dh, device=device, dtype=dtype, generator=g).requires_grad_() for h in (H, Hk, Hk)
+        )
+        rec["varlen_capacity_ms"] = varlen_capacity_sweep(
+            ids.to(device), lambda a: attend(q, k, v, a).sum().backward(), device, iters
+        )
     if "flex" in kernels:
-        rec["flex_mask_build_compiled_ms"] = 1e3 * flex_mask_build_compiled(ids, device, iters)
+        rec["flex_mask_build_compiled_ms"] = 1e3 * flex_mask_build_compiled(ids.to(device), device, iters)
 
 
 def varlen_capacity_sweep(ids, fwd_bwd, device, iters: int) -> dict:
