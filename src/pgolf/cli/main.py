@@ -86,6 +86,40 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Go / no-go before a paid run: one table, `doctor: GO` or `doctor: NO-GO (n failures)`;
+    exit 1 on NO-GO. Under torchrun every rank joins the all-reduce probe; rank 0 runs the rest."""
+    import torch
+
+    from pgolf.bench.doctor import FAIL, render, run_checks
+    from pgolf.core.runtime import barrier, init_runtime, shutdown
+
+    cfg = build_config(args, default_preset=default_preset_name())
+    validate_config(cfg)
+    rt = init_runtime(cfg.device)
+    if rt.device.type == "cpu":  # the trainer's thread policy: oversubscribed cores ran ~15x slower
+        from pgolf.train.trainer import cpu_threads
+
+        n, note = cpu_threads(cfg.threads)
+        torch.set_num_threads(n)
+        print(f"doctor: {note}")
+    try:
+        if rt.master:
+            rows = run_checks(cfg, rt)
+            print(f"doctor: preset {cfg.preset}, {rt.world_size} process(es) on {rt.device.type}")
+            print(render(rows))
+            failed = any(r.status == FAIL for r in rows)
+        else:
+            from pgolf.bench.doctor import machine_rows
+
+            machine_rows(rt)  # the all-reduce probe is a collective
+            failed = False
+        barrier(rt)
+    finally:
+        shutdown(rt)
+    return 1 if failed else 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -138,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-training", action="store_true", help="only the four evaluation conditions (no short training run)"
     )
     p.set_defaults(func=cmd_check)
+    p = sub.add_parser("doctor", help="go / no-go before a paid run: machine, kernels, time, size, data, script")
+    add_config_args(p)
+    p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("presets", help="list presets, or print one as JSON")
     p.add_argument("name", nargs="?")
     p.set_defaults(func=cmd_presets)
